@@ -1,0 +1,172 @@
+"""Schema checks: validate a Node tree against a JSON Schema, one positioned error each.
+
+Like jsonschema's own advice: gather every error with ``iter_errors()``, translate each
+into a readable sentence at the offending node's span, and let the caller sort them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any
+
+import jsonschema
+import referencing
+from referencing.jsonschema import DRAFT202012
+
+from ._resources import data_dir
+from ._source import Node, ScenarioError
+
+_TYPE_NAMES = {
+    dict: "mapping",
+    list: "list",
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    type(None): "null",
+}
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """A schema from ``schemas/`` by file name, e.g. ``"scenario.schema.json"``."""
+    with open(data_dir("schemas") / name, encoding="utf-8") as fh:
+        schema: dict[str, Any] = json.load(fh)
+    return schema
+
+
+@cache
+def _registry() -> referencing.Registry[Any]:
+    resources = []
+    for path in sorted(data_dir("schemas").glob("*.schema.json")):
+        resource = DRAFT202012.create_resource(load_schema(path.name))
+        resources.append((path.name, resource))
+        resources.append((resource.contents["$id"], resource))
+    return referencing.Registry().with_resources(resources)
+
+
+@cache
+def validator_for(name: str) -> jsonschema.Draft202012Validator:
+    """A compiled validator for a schema in ``schemas/`` (cached per process)."""
+    return jsonschema.Draft202012Validator(load_schema(name), registry=_registry())
+
+
+def compile_validator(schema: Mapping[str, Any]) -> jsonschema.Draft202012Validator:
+    """A validator for a schema that does not live in ``schemas/`` (module declarations)."""
+    return jsonschema.Draft202012Validator(schema)
+
+
+def describe(value: Any) -> str:
+    """A short readable form of a YAML value for error messages."""
+    kind = _TYPE_NAMES.get(type(value), type(value).__name__)
+    if isinstance(value, dict | list):
+        return kind
+    text = json.dumps(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{kind} {text}"
+
+
+def _label(path: Iterable[Any]) -> str:
+    label = ""
+    for part in path:
+        label += f"[{part}]" if isinstance(part, int) else (f".{part}" if label else str(part))
+    return label
+
+
+def schema_errors(
+    node: Node,
+    validator: jsonschema.Draft202012Validator,
+    *,
+    prefix: tuple[str | int, ...] = (),
+    skip: frozenset[str] = frozenset(),
+    instance: Any = None,
+) -> list[ScenarioError]:
+    """Validate ``node.plain()`` and return one positioned error per problem.
+
+    Args:
+        node: the YAML node to validate.
+        validator: from :func:`validator_for` or :func:`compile_validator`.
+        prefix: path of ``node`` in its file, used to name keys in messages.
+        skip: top-level keys whose *values* are not checked (values computed at run
+            time); they still count for ``required`` and unknown-key checks.
+        instance: the data to validate, when it differs from ``node.plain()`` (e.g.
+            with static ``${...}`` already rendered); spans still come from ``node``.
+    """
+    errors: list[ScenarioError] = []
+    data = node.plain() if instance is None else instance
+    for err in validator.iter_errors(data):
+        path = list(err.absolute_path)
+        if skip and path and path[0] in skip:
+            continue
+        errors.extend(_translate(node, err, path, prefix))
+    return errors
+
+
+def _translate(
+    node: Node, err: jsonschema.ValidationError, path: list[Any], prefix: tuple[str | int, ...]
+) -> list[ScenarioError]:
+    where = _label((*prefix, *path))
+    at = node.span_of(path)
+    kind = err.validator
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    custom = schema.get("x-message")
+    instance = err.instance
+
+    if kind == "required":
+        parent = node.at(*path)
+        missing = [k for k in err.validator_value if isinstance(instance, dict) and k not in instance]
+        span = parent.span if parent else at
+        return [ScenarioError(f"{where or 'file'}: missing required key {k!r}", span) for k in missing]
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        parent = node.at(*path)
+        known = sorted(schema.get("properties", {}))
+        out = []
+        for key in instance:
+            if key in schema.get("properties", {}):
+                continue
+            span = parent.key_spans.get(key, at) if parent else at
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                f"allowed: {', '.join(known)}" if known else None
+            )
+            out.append(ScenarioError(f"{where + ': ' if where else ''}unknown key {key!r}", span, hint))
+        return out
+    if kind in ("pattern", "const", "enum") and custom:
+        return [ScenarioError(_fill(custom, instance), at)]
+    if kind == "propertyNames" or (err.parent is not None and err.parent.validator == "propertyNames"):
+        parent = node.at(*path)
+        span = parent.key_spans.get(str(instance), at) if parent else at
+        text = _fill(custom, instance) if custom else f"invalid key {instance!r}"
+        return [ScenarioError(f"{text}: {instance!r}" if custom else text, span)]
+    prefix_text = f"{where}: " if where else ""
+    if kind == "type":
+        wanted = err.validator_value
+        wanted_text = " or ".join(wanted) if isinstance(wanted, list) else str(wanted)
+        return [ScenarioError(f"{prefix_text}expected {wanted_text}, got {describe(instance)}", at)]
+    if kind == "const":
+        return [ScenarioError(f"{prefix_text}must be {json.dumps(err.validator_value)}", at)]
+    if kind == "enum":
+        choices = ", ".join(json.dumps(v) for v in err.validator_value)
+        return [ScenarioError(f"{prefix_text}must be one of {choices}, got {describe(instance)}", at)]
+    if kind == "pattern":
+        return [ScenarioError(f"{prefix_text}{describe(instance)} does not match {err.validator_value}", at)]
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        word = "at least" if kind == "minimum" else "at most" if kind == "maximum" else (
+            "more than" if kind == "exclusiveMinimum" else "less than")
+        return [ScenarioError(f"{prefix_text}must be {word} {err.validator_value}, got {instance}", at)]
+    if kind in ("minItems", "minProperties"):
+        return [ScenarioError(f"{prefix_text}must not be empty", at)]
+    if kind == "minLength":
+        return [ScenarioError(f"{prefix_text}must not be empty", at)]
+    return [ScenarioError(f"{prefix_text}{err.message}", at)]
+
+
+def _fill(template: str, value: Any) -> str:
+    try:
+        return template.format(value=value)
+    except (KeyError, IndexError, ValueError):
+        return template

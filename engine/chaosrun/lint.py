@@ -1,0 +1,385 @@
+"""Lint stage: cross-checks on a parsed Scenario, every error at once.
+
+parse.py has checked structure and expression syntax; here we check what needs the whole
+file: ids, ``needs`` (unknown, cycles), names in expressions (and whether a referenced
+step surely ran before), target roles, modules and their declared parameters.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import _schema
+from ._source import ScenarioError, ScenarioErrors, Span
+from .expr import EvalError, Expr, NameRef, Template
+from .modules import ModuleDecl, ModuleKind, catalogue
+from .parse import parse_scenario, read_source
+from .scenario import Scenario, Section, Step, StepKind
+
+ROOT_NAMES = ("vars", "steps", "target", "env", "result")
+STEP_FIELDS = ("ok", "status", "result", "duration")
+TARGET_FIELDS = ("host", "port", "user", "role")
+ENV_FIELDS = ("name",)
+
+
+def _hint(word: str, choices: Any) -> str | None:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def iter_templates(value: Any) -> Iterator[Template]:
+    """Every Template inside a ``with`` value."""
+    if isinstance(value, Template):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from iter_templates(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from iter_templates(item)
+
+
+class _Graph:
+    """Order of one section's top-level steps: who surely finished before whom."""
+
+    def __init__(self, steps: tuple[Step, ...], errors: list[ScenarioError]) -> None:
+        self.top = {s.id: s for s in steps if s.id}
+        self.group_of: dict[str, str] = {}
+        for s in steps:
+            for o in s.options:
+                if o.id:
+                    self.group_of[o.id] = s.id
+        self.deps: dict[str, tuple[str, ...]] = {}
+        previous: str | None = None
+        for s in steps:
+            if not s.id:
+                continue
+            if s.needs is None:
+                self.deps[s.id] = (previous,) if previous else ()
+            else:
+                known = []
+                for name, span in zip(s.needs, s.needs_spans, strict=False):
+                    target = self.group_of.get(name, name)
+                    if name == s.id:
+                        errors.append(ScenarioError(f"step {s.id!r} needs itself", span))
+                    elif target not in self.top:
+                        errors.append(
+                            ScenarioError(
+                                f"step {s.id!r} needs unknown step {name!r}",
+                                span,
+                                _hint(name, self.top),
+                            )
+                        )
+                    else:
+                        known.append(target)
+                self.deps[s.id] = tuple(known)
+            previous = s.id
+        self._check_cycles(errors)
+        self._ancestors: dict[str, frozenset[str]] = {}
+
+    def _check_cycles(self, errors: list[ScenarioError]) -> None:
+        state: dict[str, int] = {}  # 1 visiting, 2 done
+        reported: set[frozenset[str]] = set()
+
+        def visit(node: str, trail: list[str]) -> None:
+            state[node] = 1
+            trail.append(node)
+            for dep in self.deps.get(node, ()):
+                if state.get(dep) == 1:
+                    cycle = trail[trail.index(dep):]
+                    key = frozenset(cycle)
+                    if key not in reported:
+                        reported.add(key)
+                        first = min(cycle, key=lambda n: self.top[n].span)
+                        step = self.top[first]
+                        span = step.keys.get("needs", step.span)
+                        loop = cycle[cycle.index(first):] + cycle[: cycle.index(first)] + [first]
+                        errors.append(ScenarioError(f"needs cycle: {' -> '.join(loop)}", span))
+                    # cut the edge so the rest of the graph is still usable
+                    self.deps[node] = tuple(d for d in self.deps[node] if d != dep)
+                elif dep not in state:
+                    visit(dep, trail)
+            trail.pop()
+            state[node] = 2
+
+        for node in list(self.top):
+            if node not in state:
+                visit(node, [])
+
+    def ancestors(self, step_id: str) -> frozenset[str]:
+        if step_id not in self._ancestors:
+            seen: set[str] = set()
+            stack = list(self.deps.get(step_id, ()))
+            while stack:
+                node = stack.pop()
+                if node not in seen:
+                    seen.add(node)
+                    stack.extend(self.deps.get(node, ()))
+            self._ancestors[step_id] = frozenset(seen)
+        return self._ancestors[step_id]
+
+
+class _Linter:
+    def __init__(self, scenario: Scenario, modules: Mapping[str, ModuleDecl]) -> None:
+        self.s = scenario
+        self.modules = modules
+        self.errors: list[ScenarioError] = []
+
+    def run(self) -> list[ScenarioError]:
+        self._duplicate_ids()
+        for section, steps in ((Section.STEPS, self.s.steps), (Section.VERIFY, self.s.verify)):
+            graph = _Graph(steps, self.errors)
+            for step in steps:
+                self._step(step, graph, top=step)
+                for option in step.options:
+                    self._step(option, graph, top=step)
+        return self.errors
+
+    def _duplicate_ids(self) -> None:
+        first: dict[str, Step] = {}
+        for step in self.s.all_steps():
+            if not step.id:
+                continue
+            if step.id in first:
+                other = first[step.id]
+                self.errors.append(
+                    ScenarioError(f"duplicate step id {step.id!r} (first used at line {other.span.line})", step.keys.get("id", step.span))
+                )
+                self.errors.append(
+                    ScenarioError(f"duplicate step id {step.id!r} (used again at line {step.span.line})", other.keys.get("id", other.span))
+                )
+            else:
+                first[step.id] = step
+
+    def _step(self, step: Step, graph: _Graph, top: Step) -> None:
+        where = f"step {step.id!r}"
+        keys = step.keys
+        if step.group is not None:
+            if "needs" in keys:
+                self.errors.append(ScenarioError(f"{where}: an option of one_of cannot have 'needs' (put it on the one_of step)", keys["needs"]))
+            if step.kind is StepKind.ONE_OF:
+                self.errors.append(ScenarioError(f"{where}: one_of cannot be nested", keys["one_of"]))
+        if step.section is Section.VERIFY and step.kind is StepKind.CHAOS:
+            self.errors.append(ScenarioError(f"{where}: verify only runs probes, not chaos", keys["chaos"]))
+        if "points" in keys and step.section is Section.STEPS:
+            self.errors.append(ScenarioError(f"{where}: points only count in verify", keys["points"]))
+        if "expect" in keys and step.kind is not StepKind.PROBE:
+            self.errors.append(ScenarioError(f"{where}: expect is only for probes", keys["expect"]))
+        if step.kind in (StepKind.WAIT, StepKind.ONE_OF):
+            for key in ("with", "target"):
+                if key in keys:
+                    self.errors.append(ScenarioError(f"{where}: a {step.kind.value} step takes no {key!r}", keys[key]))
+        decl = self._module(step) if step.kind in (StepKind.CHAOS, StepKind.PROBE) else None
+        if step.kind in (StepKind.CHAOS, StepKind.PROBE):
+            self._target(step)
+        if decl is not None:
+            self._params(step, decl)
+        # names used by this step's expressions
+        for expr in (step.when,):
+            if expr is not None:
+                self._names(expr.names(), step, graph, top, in_expect=False)
+        if step.expect is not None:
+            self._names(step.expect.names(), step, graph, top, in_expect=True, decl=decl)
+        for template in iter_templates(step.params):
+            self._names(template.names(), step, graph, top, in_expect=False)
+
+    def _module(self, step: Step) -> ModuleDecl | None:
+        if step.module is None:
+            return None
+        span = step.module_span or step.span
+        decl = self.modules.get(step.module)
+        if decl is None:
+            wanted = ModuleKind(step.kind.value)
+            same_kind = [n for n, d in self.modules.items() if d.kind is wanted]
+            self.errors.append(ScenarioError(f"unknown {step.kind.value} module {step.module!r}", span, _hint(step.module, same_kind)))
+            return None
+        if decl.kind.value != step.kind.value:
+            self.errors.append(
+                ScenarioError(f"{step.module!r} is a {decl.kind.value} module; write '{decl.kind.value}: {step.module}'", span)
+            )
+        return decl
+
+    def _target(self, step: Step) -> None:
+        roles = self.s.targets
+        if step.target is None:
+            if len(roles) != 1:
+                choices = ", ".join(sorted(roles)) or "none defined"
+                self.errors.append(ScenarioError(f"step {step.id!r} needs a target (roles: {choices})", step.module_span or step.span))
+            return
+        if roles and step.target not in roles:
+            self.errors.append(
+                ScenarioError(f"unknown target role {step.target!r}", step.target_span or step.span, _hint(step.target, roles))
+            )
+
+    def _params(self, step: Step, decl: ModuleDecl) -> None:
+        instance: dict[str, Any] = {}
+        dynamic: set[str] = set()
+        static_scope = {"vars": self.s.vars}
+        for key, value in step.params.items():
+            templates = list(iter_templates(value))
+            if not templates:
+                instance[key] = value
+            elif all(ref.path[:1] == ("vars",) for t in templates for ref in t.names()):
+                try:
+                    instance[key] = render_static(value, static_scope)
+                except EvalError as exc:
+                    refs = [r for t in templates for r in t.names()]
+                    at = refs[0].span if refs else step.span
+                    self.errors.append(ScenarioError(f"with.{key}: {exc}", at))
+                    dynamic.add(key)
+                    instance[key] = None
+            else:
+                dynamic.add(key)
+                instance[key] = None
+        node = step.params_node
+        if node is None:
+            missing = [p.name for p in decl.params if p.required]
+            for name in missing:
+                self.errors.append(ScenarioError(f"{decl.name} needs parameter {name!r}", step.module_span or step.span))
+            return
+        validator = decl.validator
+        for err in _schema.schema_errors(node, validator, prefix=("with",), skip=frozenset(dynamic), instance=instance):
+            self.errors.append(err)
+
+    def _names(
+        self,
+        refs: list[NameRef],
+        step: Step,
+        graph: _Graph,
+        top: Step,
+        *,
+        in_expect: bool,
+        decl: ModuleDecl | None = None,
+    ) -> None:
+        section_steps = {s.id: s for s in (self.s.steps if step.section is Section.STEPS else self.s.verify)}
+        for s in list(section_steps.values()):
+            for o in s.options:
+                section_steps[o.id] = o
+        for ref in refs:
+            path = ref.path
+            root = path[0] if path else None
+            if root not in ROOT_NAMES:
+                self.errors.append(
+                    ScenarioError(f"unknown name {root!r} (names start with {', '.join(ROOT_NAMES)})", ref.span, _hint(str(root), ROOT_NAMES))
+                )
+                continue
+            field = path[1] if len(path) > 1 else None
+            if root == "vars":
+                self._var(path, ref.span)
+            elif root == "target" and field is not None and field not in TARGET_FIELDS:
+                self.errors.append(ScenarioError(f"unknown name 'target.{field}' (target has {', '.join(TARGET_FIELDS)})", ref.span))
+            elif root == "env" and field is not None and field not in ENV_FIELDS:
+                self.errors.append(ScenarioError(f"unknown name 'env.{field}' (env has name)", ref.span))
+            elif root == "result":
+                if not in_expect:
+                    self.errors.append(ScenarioError("'result' is only defined in expect (use steps.ID.result elsewhere)", ref.span))
+                elif decl is not None and isinstance(field, str):
+                    self._result_field(decl, field, ref.span, f"result.{field}")
+            elif root == "steps":
+                self._step_ref(path, ref.span, step, graph, top, section_steps)
+
+    def _var(self, path: tuple[str | int, ...], span: Span) -> None:
+        value: Any = self.s.vars
+        shown = "vars"
+        for part in path[1:]:
+            if not isinstance(value, Mapping) or not isinstance(part, str):
+                return  # indexing into lists etc. is checked at run time
+            if part not in value:
+                self.errors.append(ScenarioError(f"unknown variable '{shown}.{part}'", span, _hint(part, value)))
+                return
+            value = value[part]
+            shown += f".{part}"
+
+    def _step_ref(
+        self,
+        path: tuple[str | int, ...],
+        span: Span,
+        step: Step,
+        graph: _Graph,
+        top: Step,
+        section_steps: Mapping[str, Step],
+    ) -> None:
+        if len(path) < 2 or not isinstance(path[1], str):
+            return
+        ref_id = path[1]
+        if ref_id not in section_steps:
+            self.errors.append(ScenarioError(f"unknown step {ref_id!r}", span, _hint(ref_id, section_steps)))
+            return
+        ref_top = graph.group_of.get(ref_id, ref_id)
+        if ref_top == top.id:
+            self.errors.append(ScenarioError(f"step {step.id!r} refers to its own result (use result.FIELD in expect)", span))
+            return
+        if ref_top not in graph.ancestors(top.id):
+            self.errors.append(
+                ScenarioError(
+                    f"step {step.id!r} uses steps.{ref_id} but {ref_id!r} does not surely run before it (add it to needs)",
+                    span,
+                )
+            )
+            return
+        if len(path) > 2:
+            field = path[2]
+            if field not in STEP_FIELDS:
+                self.errors.append(ScenarioError(f"unknown name 'steps.{ref_id}.{field}' (a step has {', '.join(STEP_FIELDS)})", span, _hint(str(field), STEP_FIELDS)))
+            elif field == "result" and len(path) > 3 and isinstance(path[3], str):
+                referenced = section_steps[ref_id]
+                candidates = referenced.options or (referenced,)
+                decls = [self.modules.get(o.module or "") for o in candidates]
+                if all(d is not None and d.results for d in decls):
+                    fields = {f.name for d in decls if d for f in d.results}
+                    if path[3] not in fields:
+                        self.errors.append(
+                            ScenarioError(f"step {ref_id!r} has no result field {path[3]!r}", span, _hint(path[3], fields))
+                        )
+
+    def _result_field(self, decl: ModuleDecl, field: str, span: Span, shown: str) -> None:
+        fields = {f.name for f in decl.results}
+        if fields and field not in fields:
+            self.errors.append(ScenarioError(f"{decl.name} has no result field {field!r}", span, _hint(field, fields)))
+
+
+def render_static(value: Any, scope: Mapping[str, Any]) -> Any:
+    """Render every Template inside ``value`` with ``scope``.
+
+    Raises:
+        EvalError: a template needs a name ``scope`` lacks or mixes types badly.
+    """
+    if isinstance(value, Template):
+        return value.render(scope)
+    if isinstance(value, Mapping):
+        return {k: render_static(v, scope) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_static(v, scope) for v in value]
+    return value
+
+
+def lint_scenario(scenario: Scenario, modules: Mapping[str, ModuleDecl] | None = None) -> list[ScenarioError]:
+    """Cross-checks on a parsed scenario (the parse errors are separate)."""
+    return _Linter(scenario, catalogue() if modules is None else modules).run()
+
+
+def check_scenario_text(text: str, file: str) -> tuple[Scenario | None, list[ScenarioError]]:
+    """Parse and lint; returns the Scenario (None if unusable) and all errors, sorted."""
+    scenario, errors = parse_scenario(text, file)
+    if scenario is not None:
+        errors = errors + lint_scenario(scenario)
+    return scenario, ScenarioErrors(errors).errors
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, parse and lint a scenario file.
+
+    Raises:
+        ScenarioErrors: every problem found, sorted by position.
+    """
+    text, name = read_source(path)
+    scenario, errors = check_scenario_text(text, name)
+    if errors or scenario is None:
+        raise ScenarioErrors(errors)
+    return scenario
+
+
+__all__ = ["Expr", "check_scenario_text", "lint_scenario", "load_scenario", "render_static"]

@@ -1,0 +1,371 @@
+"""Plan stage: turn a linted Scenario (and an inventory) into a Plan. Pure: no I/O, no clock.
+
+Per environment: the hosts of every role, the steps in order with the steps each waits
+for, ``one_of`` picks from a seeded generator, and parameters resolved where they only
+depend on ``vars``, ``target`` and ``env``. Templates that read ``steps.*`` stay
+templates; the runtime renders them when the step starts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._source import ScenarioError, ScenarioErrors, Span
+from .expr import EvalError, Expr, Template
+from .inventory import Inventory, absolute
+from .lint import iter_templates
+from .scenario import (
+    MonitorSettings,
+    Scenario,
+    Section,
+    Step,
+    StepKind,
+    TargetSpec,
+    format_duration,
+)
+
+DEFAULT_ENVIRONMENT = "default"
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step as it will run in one environment."""
+
+    id: str  # the id results are stored under (the picked option's id for one_of)
+    slot: str  # the top-level id others wait for (the one_of group's id, else id)
+    span: Span
+    kind: StepKind
+    section: Section
+    module: str | None
+    target: TargetSpec | None
+    params: Mapping[str, Any]  # resolved; Templates remain where they read steps.*
+    after: tuple[str, ...]  # slots that must finish first
+    explicit_needs: bool  # after came from `needs` (failure there skips this step)
+    when: Expr | None
+    expect: Expr | None
+    timeout: float
+    retries: int
+    points: float
+    wait: float | None
+    level: int  # 1 + the longest chain of `after` above it: steps of one level may run together
+    skipped_options: tuple[str, ...] = ()  # one_of: the options not picked
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(True for _ in iter_templates(self.params))
+
+
+@dataclass(frozen=True)
+class EnvPlan:
+    name: str
+    targets: Mapping[str, TargetSpec]
+    steps: tuple[PlannedStep, ...]
+    verify: tuple[PlannedStep, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    scenario: Scenario
+    seed: int
+    monitor: MonitorSettings
+    environments: tuple[EnvPlan, ...]
+    picks: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # env -> group -> option
+
+
+def pick_option(seed: int, env: str, group: str, count: int) -> int:
+    """Index of the option a ``one_of`` picks: a pure function of seed, env and group."""
+    return random.Random(f"{seed}/{env}/{group}").randrange(count)
+
+
+def _merge(base: TargetSpec, over: TargetSpec, keys: frozenset[str]) -> TargetSpec:
+    return replace(base, **{k: getattr(over, k) for k in keys if k != "role"})
+
+
+def _environments(scenario: Scenario, inventory: Inventory | None) -> list[tuple[str, dict[str, TargetSpec]]]:
+    base = {
+        role: replace(
+            spec,
+            identity=absolute(spec.identity, scenario.base_dir),
+            known_hosts=absolute(spec.known_hosts, scenario.base_dir),
+        )
+        for role, spec in scenario.targets.items()
+    }
+    if inventory is None:
+        return [(DEFAULT_ENVIRONMENT, base)]
+    used = _roles_used(scenario) | set(scenario.targets)
+    errors: list[ScenarioError] = []
+    out = []
+    for env in inventory.environments:
+        hosts: dict[str, TargetSpec] = {}
+        for role in sorted(used | set(env.hosts)):
+            spec = base.get(role, TargetSpec(role=role, host="", span=env.span))
+            if inventory.defaults is not None:
+                spec = _merge(spec, inventory.defaults, inventory.defaults_given)
+            if role in env.hosts:
+                spec = _merge(spec, env.hosts[role], env.given[role])
+            elif role not in base:
+                errors.append(ScenarioError(f"environment {env.name!r} has no host for role {role!r}", env.span))
+                continue
+            if not spec.host:
+                errors.append(ScenarioError(f"environment {env.name!r}, role {role!r}: missing host", env.span))
+                continue
+            hosts[role] = spec
+        out.append((env.name, hosts))
+    if errors:
+        raise ScenarioErrors(errors)
+    return out
+
+
+def _roles_used(scenario: Scenario) -> set[str]:
+    return {s.target for s in scenario.all_steps() if s.target}
+
+
+def _levels(steps: list[tuple[str, tuple[str, ...]]]) -> dict[str, int]:
+    level: dict[str, int] = {}
+    for slot, after in steps:  # file order; lint guarantees no cycles
+        level[slot] = 1 + max((level.get(a, 0) for a in after), default=0)
+    return level
+
+
+def _plan_section(
+    scenario: Scenario,
+    steps: tuple[Step, ...],
+    env: str,
+    targets: Mapping[str, TargetSpec],
+    seed: int,
+    picks: dict[str, str],
+) -> tuple[PlannedStep, ...]:
+    order: list[tuple[str, tuple[str, ...]]] = []
+    previous: str | None = None
+    option_group = {o.id: s.id for s in steps for o in s.options}
+    for step in steps:
+        if step.needs is None:
+            after: tuple[str, ...] = (previous,) if previous else ()
+        else:
+            after = tuple(dict.fromkeys(option_group.get(n, n) for n in step.needs))
+        order.append((step.id, after))
+        previous = step.id
+    levels = _levels(order)
+    out = []
+    for step, (slot, after) in zip(steps, order, strict=True):
+        chosen, skipped = step, ()
+        if step.kind is StepKind.ONE_OF and step.options:
+            index = pick_option(seed, env, step.id, len(step.options))
+            chosen = step.options[index]
+            skipped = tuple(o.id for o in step.options if o is not chosen)
+            picks[step.id] = chosen.id
+        role = chosen.target or (next(iter(targets)) if len(targets) == 1 else None)
+        target = targets.get(role) if role else None
+        scope = {
+            "vars": scenario.vars,
+            "env": {"name": env},
+            **({"target": target.as_scope()} if target else {}),
+        }
+        out.append(
+            PlannedStep(
+                id=chosen.id,
+                slot=slot,
+                span=chosen.span,
+                kind=chosen.kind,
+                section=chosen.section,
+                module=chosen.module,
+                target=target,
+                params=_resolve(chosen.params, scope),
+                after=after,
+                explicit_needs=step.needs is not None,
+                when=chosen.when or step.when,
+                expect=chosen.expect,
+                timeout=chosen.timeout,
+                retries=chosen.retries,
+                points=chosen.points,
+                wait=chosen.wait,
+                level=levels[slot],
+                skipped_options=skipped,
+            )
+        )
+    return tuple(out)
+
+
+_STATIC_ROOTS = frozenset({"vars", "env", "target"})
+
+
+def _resolve(value: Any, scope: Mapping[str, Any]) -> Any:
+    """Render templates that only read static names; keep the others for run time."""
+    if isinstance(value, Template):
+        if all(ref.path[:1] and ref.path[0] in _STATIC_ROOTS for ref in value.names()):
+            try:
+                return value.render(scope)
+            except EvalError as exc:
+                refs = value.names()
+                raise ScenarioErrors([ScenarioError(str(exc), refs[0].span if refs else Span("?", 1, 1))]) from None
+        return value
+    if isinstance(value, Mapping):
+        return {k: _resolve(v, scope) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, scope) for v in value]
+    return value
+
+
+def build_plan(scenario: Scenario, *, seed: int, inventory: Inventory | None = None) -> Plan:
+    """Turn a linted scenario into a Plan.
+
+    Args:
+        scenario: from :func:`chaosrun.lint.load_scenario` (already linted).
+        seed: drives every ``one_of`` pick; the same seed gives the same plan.
+        inventory: environments to run; None means one environment, ``default``,
+            with the scenario's own targets.
+
+    Raises:
+        ScenarioErrors: the inventory lacks a host for a role, or a static template
+            cannot be rendered for some environment.
+    """
+    envs = []
+    all_picks: dict[str, dict[str, str]] = {}
+    for name, targets in _environments(scenario, inventory):
+        picks: dict[str, str] = {}
+        steps = _plan_section(scenario, scenario.steps, name, targets, seed, picks)
+        verify = _plan_section(scenario, scenario.verify, name, targets, seed, picks)
+        envs.append(EnvPlan(name, targets, steps, verify))
+        all_picks[name] = picks
+    return Plan(scenario, seed, scenario.monitor, tuple(envs), all_picks)
+
+
+# --- presentation -------------------------------------------------------------------
+
+
+def _show_value(value: Any) -> str:
+    if isinstance(value, Template):
+        return value.source
+    if isinstance(value, str):
+        return value if value and " " not in value else repr(value)
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, list):
+        return "[" + ", ".join(_show_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_show_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _step_line(step: PlannedStep) -> str:
+    if step.kind is StepKind.WAIT:
+        what = f"wait {format_duration(step.wait or 0)}"
+    else:
+        on = f" on {step.target.role} ({step.target.user}@{step.target.host}:{step.target.port})" if step.target else ""
+        what = f"{step.kind.value} {step.module}{on}"
+    parts = [f"{step.id:<16} {what}"]
+    if step.params:
+        parts.append("      with " + " ".join(f"{k}={_show_value(v)}" for k, v in step.params.items()))
+    extras = []
+    if step.after:
+        extras.append(("needs " if step.explicit_needs else "after ") + ", ".join(step.after))
+    if step.slot != step.id:
+        extras.append(f"picked by one_of {step.slot}; skipped: {', '.join(step.skipped_options) or '-'}")
+    if step.when is not None:
+        extras.append(f"when {step.when}")
+    if step.expect is not None:
+        extras.append(f"expect {step.expect}")
+    if step.kind in (StepKind.CHAOS, StepKind.PROBE):
+        extras.append(f"timeout {format_duration(step.timeout)}")
+    if step.retries:
+        extras.append(f"retries {step.retries}")
+    if step.points:
+        extras.append(f"{step.points:g} points")
+    if extras:
+        parts.append("      " + "; ".join(extras))
+    return "\n".join(parts)
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as readable text (what ``chaosrun plan`` prints)."""
+    s = plan.scenario
+    lines = [
+        f"plan for {s.name} ({s.file}, sha256 {s.sha256[:12]}), seed {plan.seed}",
+        f"monitor: listen on {plan.monitor.bind}, dial {plan.monitor.dial_address}, "
+        f"ports {plan.monitor.ports[0]}-{plan.monitor.ports[1]}, callback timeout "
+        f"{format_duration(plan.monitor.callback_timeout)}",
+    ]
+    for env in plan.environments:
+        lines.append("")
+        lines.append(f"environment {env.name}")
+        for role, t in env.targets.items():
+            insecure = " (host key NOT verified)" if t.insecure else ""
+            lines.append(f"  {role}: {t.user}@{t.host}:{t.port}{insecure}")
+        for title, section in (("steps", env.steps), ("verify", env.verify)):
+            if not section:
+                continue
+            lines.append(f"  {title}:")
+            by_level: dict[int, list[PlannedStep]] = {}
+            for step in section:
+                by_level.setdefault(step.level, []).append(step)
+            for level in sorted(by_level):
+                group = by_level[level]
+                label = f"stage {level}" + (f" ({len(group)} in parallel)" if len(group) > 1 else "")
+                lines.append(f"    {label}")
+                for step in group:
+                    lines.extend("      " + line for line in _step_line(step).splitlines())
+    return "\n".join(lines)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Template):
+        return {"template": value.source}
+    if isinstance(value, Mapping):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _json_step(step: PlannedStep) -> dict[str, Any]:
+    return {
+        "id": step.id,
+        "slot": step.slot,
+        "line": step.span.line,
+        "kind": step.kind.value,
+        "module": step.module,
+        "target": step.target.role if step.target else None,
+        "host": f"{step.target.host}:{step.target.port}" if step.target else None,
+        "params": _json_value(step.params),
+        "after": list(step.after),
+        "explicit_needs": step.explicit_needs,
+        "level": step.level,
+        "when": str(step.when) if step.when is not None else None,
+        "expect": str(step.expect) if step.expect is not None else None,
+        "timeout": step.timeout,
+        "retries": step.retries,
+        "points": step.points,
+        "wait": step.wait,
+        "skipped_options": list(step.skipped_options),
+    }
+
+
+def plan_as_json(plan: Plan) -> dict[str, Any]:
+    """The plan as JSON-ready data (``chaosrun plan --format json``, the audit log)."""
+    return {
+        "scenario": {"name": plan.scenario.name, "file": plan.scenario.file, "sha256": plan.scenario.sha256},
+        "seed": plan.seed,
+        "monitor": {
+            "bind": plan.monitor.bind,
+            "advertise": plan.monitor.advertise,
+            "ports": list(plan.monitor.ports),
+            "callback_timeout": plan.monitor.callback_timeout,
+            "callback": plan.monitor.callback,
+        },
+        "environments": [
+            {
+                "name": env.name,
+                "targets": {
+                    r: {"host": t.host, "port": t.port, "user": t.user, "insecure": t.insecure}
+                    for r, t in env.targets.items()
+                },
+                "picks": dict(plan.picks.get(env.name, {})),
+                "steps": [_json_step(s) for s in env.steps],
+                "verify": [_json_step(s) for s in env.verify],
+            }
+            for env in plan.environments
+        ],
+    }

@@ -1,0 +1,208 @@
+"""Audit stage: the tamper-evident record of a run.
+
+JSON Lines, one file per run, append-only. Every record carries ``prev``, the SHA-256 of
+the previous line's bytes, so editing, deleting or reordering a line breaks the chain at
+a findable place. A record is durable (written and fsync'd) before ``record()`` returns:
+if it cannot be written, ``record()`` raises and the step that wanted it fails (fail
+closed). Writes are group-committed by one writer task, so 200 environments writing at
+once cost one fsync per batch, not one per record.
+
+Secrets never enter the log: callers pass token ids, never tokens or keys, and
+:func:`clean` bounds every string a module (or a candidate) could have influenced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+GENESIS = "0" * 64
+MAX_STRING = 4096
+MAX_ITEMS = 200
+
+
+class AuditError(Exception):
+    """The audit log could not be written: the run must not go on as if it had been."""
+
+
+def clean(value: Any, depth: int = 0) -> Any:
+    """JSON-safe copy of untrusted data with bounded size (strings, lists, depth)."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_STRING else value[:MAX_STRING] + f"...[{len(value) - MAX_STRING} more chars]"
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth > 8:
+        return "...[too deep]"
+    if isinstance(value, Mapping):
+        items = list(value.items())[:MAX_ITEMS]
+        return {str(k)[:200]: clean(v, depth + 1) for k, v in items}
+    if isinstance(value, list | tuple):
+        return [clean(v, depth + 1) for v in list(value)[:MAX_ITEMS]]
+    return clean(str(value), depth)
+
+
+def line_hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    """One record as the exact bytes written (without the newline)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=True, sort_keys=False).encode()
+
+
+@dataclass
+class _Pending:
+    line: bytes
+    done: trio.Event
+    error: BaseException | None = None
+
+
+class AuditLog:
+    """An open audit log. Use :func:`open_audit`; ``record()`` from any trio task."""
+
+    def __init__(self, path: Path, run_id: str, fh: Any) -> None:
+        self.path = path
+        self.run_id = run_id
+        self._fh = fh
+        self._prev = GENESIS
+        self._seq = 0
+        self._queue: list[_Pending] = []
+        self._wakeup = trio.Event()
+        self._failed: BaseException | None = None
+        self.count = 0
+
+    async def record(self, event: str, **fields: Any) -> None:
+        """Append one record and wait until it is on disk.
+
+        Raises:
+            AuditError: the record could not be written (disk full, I/O error, closed).
+        """
+        if self._failed is not None:
+            raise AuditError(f"audit log {self.path} failed earlier: {self._failed}")
+        record: dict[str, Any] = {
+            "seq": self._seq,
+            "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
+            "run": self.run_id,
+            "event": event,
+        }
+        record.update(clean(fields))
+        record["prev"] = self._prev
+        line = encode(record)
+        self._prev = line_hash(line)
+        self._seq += 1
+        pending = _Pending(line, trio.Event())
+        self._queue.append(pending)
+        self._wakeup.set()
+        with trio.CancelScope(shield=True):  # a cancelled step still waits for its record
+            await pending.done.wait()
+        if pending.error is not None:
+            raise AuditError(f"cannot write audit log {self.path}: {pending.error}") from pending.error
+        self.count += 1
+
+    @property
+    def last_hash(self) -> str:
+        return self._prev
+
+    def _write_batch(self, lines: list[bytes]) -> None:
+        self._fh.write(b"".join(line + b"\n" for line in lines))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    async def _writer(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            error: BaseException | None = self._failed
+            if error is None:
+                try:
+                    await trio.to_thread.run_sync(self._write_batch, [p.line for p in batch])
+                except OSError as exc:
+                    error = self._failed = exc
+            for p in batch:
+                p.error = error
+                p.done.set()
+
+    async def _drain(self) -> None:
+        while self._queue:
+            await trio.sleep(0)
+            self._wakeup.set()
+            await trio.sleep(0.001)
+
+
+@asynccontextmanager
+async def open_audit(directory: Path, run_id: str, *, name: str | None = None) -> AsyncIterator[AuditLog]:
+    """Create ``DIR/<name or run id>.jsonl`` (never overwriting) and its writer task.
+
+    Raises:
+        AuditError: the directory or file cannot be created.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{name or run_id}.jsonl"
+        fh = open(path, "xb", buffering=0)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise AuditError(f"cannot create audit log in {directory}: {exc.strerror or exc}") from None
+    log = AuditLog(path, run_id, fh)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(log._writer)
+            try:
+                yield log
+            finally:
+                with trio.CancelScope(shield=True):
+                    await log._drain()
+                nursery.cancel_scope.cancel()
+    finally:
+        fh.close()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    records: int
+    message: str
+    line: int | None = None  # 1-based line of the first broken record
+
+
+def verify_file(path: Path) -> Verdict:
+    """Check the hash chain of an audit log; name the first record where it breaks."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return Verdict(False, 0, f"cannot read {path}: {exc.strerror or exc}")
+    if not data:
+        return Verdict(False, 0, f"{path}: empty audit log")
+    if not data.endswith(b"\n"):
+        lines = data.split(b"\n")
+        return Verdict(False, len(lines) - 1, f"{path}:{len(lines)}: truncated record (no newline at end of file)", len(lines))
+    prev = GENESIS
+    lines = data[:-1].split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return Verdict(False, number - 1, f"{path}:{number}: not a JSON record", number)
+        if not isinstance(record, dict):
+            return Verdict(False, number - 1, f"{path}:{number}: not a JSON object", number)
+        if record.get("seq") != number - 1:
+            return Verdict(False, number - 1, f"{path}:{number}: record out of sequence (seq {record.get('seq')}, expected {number - 1}): a record was deleted, inserted or moved", number)
+        if record.get("prev") != prev:
+            return Verdict(False, number - 1, f"{path}:{number}: hash chain broken: this record or the one before it was altered", number)
+        prev = line_hash(line)
+    if record.get("event") != "run_end":
+        n = len(lines)
+        return Verdict(False, n, f"{path}:{n}: log ends before its run_end record: truncated, or the run is still going", n)
+    return Verdict(True, len(lines), f"{path}: OK, {len(lines)} records, chain intact, last hash {prev[:16]}")
