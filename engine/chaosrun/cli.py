@@ -247,9 +247,10 @@ def cmd_modules(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_not_yet(args: argparse.Namespace) -> int:
-    print(f"chaosrun {args.command}: not yet available in this version", file=sys.stderr)
-    return EXIT_USAGE
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -302,7 +303,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("demo", help="run the bundled demo against a throwaway local testenv")
-    p.set_defaults(func=cmd_not_yet)
+    p.add_argument("--server", choices=("auto", "openssh", "asyncssh"), default="auto",
+                   help="local SSH server: OpenSSH's sshd when installed (auto), or an in-process one")
+    p.add_argument("--audit", metavar="DIR", default="audit", help="directory for the audit logs (./audit)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary testenv folder for inspection")
+    p.add_argument("--plain", action="store_true", help="plain log lines instead of the live table")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -1,0 +1,30 @@
+"""The ``exam`` fixture: a candidate's machine for one end-to-end test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_support import Exam, listening_ports
+
+from chaosrun.localenv import LocalSshd
+
+
+@pytest.fixture
+def exam(sshd: LocalSshd, sandbox: Path, tmp_path: Path) -> Iterator[Exam]:
+    remote_tmp = tmp_path / "remote-tmp"
+    remote_tmp.mkdir()
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    ports_before = listening_ports()
+    e = Exam(sshd, sandbox, remote_tmp, workdir)
+    try:
+        yield e
+    finally:
+        for proc in e.processes:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    assert e.leftovers() == [], "a binary was left on the target"
+    assert listening_ports() - ports_before == set(), "a callback listener was left open"
