@@ -117,9 +117,18 @@ def _run(args: argparse.Namespace, section: Section) -> int:
     fmt = getattr(args, "format", "text")
     live = sys.stderr.isatty() and fmt == "text" and not args.plain
     reporter: Any = LiveReporter() if live else PlainReporter()
-    options = RunOptions(audit_dir=Path(args.audit), section=section, parallel=args.parallel, reporter=reporter)
+    options = RunOptions(
+        audit_dir=Path(args.audit), section=section, parallel=args.parallel, reporter=reporter,
+        key_path=Path(args.key) if args.key else None,
+    )
+    from .run.audit import AuditError
+    from .run.signing import MonitorKeyError
+
     try:
         report = trio.run(run_plan, plan, options)
+    except (AuditError, MonitorKeyError) as exc:
+        print(f"chaosrun: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         if live:
             reporter.stop()
@@ -177,8 +186,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from .run.audit import verify_file
+    from .run.signing import MonitorKeyError, default_key_path, load_public
 
-    verdict = verify_file(Path(args.file))
+    key_path = Path(args.key) if args.key else default_key_path()
+    trusted = None
+    if args.key or key_path.exists() or key_path.with_name(key_path.name + ".pub").exists():
+        pub = key_path.with_name(key_path.name + ".pub")
+        try:
+            trusted = load_public(pub if pub.exists() else key_path)
+        except (OSError, MonitorKeyError) as exc:
+            print(f"chaosrun: cannot read the trusted key: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    verdict = verify_file(Path(args.file), trusted)
     print(verdict.message)
     return EXIT_OK if verdict.ok else EXIT_FAILED
 
@@ -269,6 +288,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--parallel", type=int, default=50, metavar="N", help="environments at once (50)")
         p.add_argument("--audit", metavar="DIR", default="audit", help="directory for the audit log (./audit)")
         p.add_argument("--plain", action="store_true", help="plain log lines instead of the live table")
+        p.add_argument("--key", metavar="PATH", help="monitor's Ed25519 signing key ($CHAOSRUN_KEY or ~/.config/chaosrun/monitor_ed25519)")
 
     p = sub.add_parser("lint", help="check scenario and inventory files")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -300,6 +320,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="check an audit log")
     p.add_argument("action", choices=("verify",))
     p.add_argument("file", metavar="AUDIT.jsonl")
+    p.add_argument("--key", metavar="PATH", help="trusted monitor key (.pub or private); default the local monitor key")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("demo", help="run the bundled demo against a throwaway local testenv")

@@ -12,7 +12,8 @@ from chaosrun.localenv import LocalSshd
 
 
 @pytest.fixture
-def exam(sshd: LocalSshd, sandbox: Path, tmp_path: Path) -> Iterator[Exam]:
+def exam(sshd: LocalSshd, sandbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Exam]:
+    monkeypatch.setenv("CHAOSRUN_KEY", str(tmp_path / "keys" / "monitor_ed25519"))
     remote_tmp = tmp_path / "remote-tmp"
     remote_tmp.mkdir()
     workdir = tmp_path / "work"

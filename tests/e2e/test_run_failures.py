@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from chaosrun.run.audit import verify_file
-
 from e2e_support import REPO, Exam, free_port, listening_ports
+
+from chaosrun.run.audit import verify_file
 
 
 def scenario(exam: Exam, steps: str, *, monitor: str = "", name: str = "s.yaml") -> Path:
@@ -35,7 +35,7 @@ def test_a_module_that_fails_ends_failed_with_its_reason(exam: Exam) -> None:
     end = r.step_end("kill_ghost")
     assert end["status"] == "failed"
     assert "no process" in end["reason"]
-    assert [e["removed"] for e in r.events("cleanup")] == [True]
+    assert len(r.events("cleanup")) == 1
     assert verify_file(r.audit_path).ok  # type: ignore[arg-type]
 
 
@@ -157,6 +157,7 @@ def test_ctrl_c_mid_run_cleans_every_target_and_closes_the_audit_log(exam: Exam)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err.decode()
     records = [json.loads(x) for x in logs[0].read_text().splitlines()]
-    assert records[-1]["event"] == "run_end" and records[-1]["interrupted"] is True
+    assert records[-1]["event"] == "seal"
+    assert records[-2]["event"] == "run_end" and records[-2]["interrupted"] is True
     assert sum(1 for r in records if r["event"] == "cleanup") == 2
     assert verify_file(logs[0]).ok

@@ -13,6 +13,8 @@ Secrets never enter the log: callers pass token ids, never tokens or keys, and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import json
@@ -24,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from . import signing
 
 GENESIS = "0" * 64
 MAX_STRING = 4096
@@ -143,8 +148,13 @@ class AuditLog:
 
 
 @asynccontextmanager
-async def open_audit(directory: Path, run_id: str, *, name: str | None = None) -> AsyncIterator[AuditLog]:
+async def open_audit(
+    directory: Path, run_id: str, *, name: str | None = None, key: Ed25519PrivateKey | None = None
+) -> AsyncIterator[AuditLog]:
     """Create ``DIR/<name or run id>.jsonl`` (never overwriting) and its writer task.
+
+    With ``key``, the log is closed by a ``seal`` record: the hash of the record before
+    it, signed with the monitor's Ed25519 key, so truncation and re-chaining show.
 
     Raises:
         AuditError: the directory or file cannot be created.
@@ -163,6 +173,12 @@ async def open_audit(directory: Path, run_id: str, *, name: str | None = None) -
                 yield log
             finally:
                 with trio.CancelScope(shield=True):
+                    if key is not None and log._failed is None:
+                        public = key.public_key()
+                        await log.record(
+                            "seal", head=log.last_hash, key_id=signing.key_id(public),
+                            public_key=signing.public_b64(public), sig=signing.sign(key, log.last_hash),
+                        )
                     await log._drain()
                 nursery.cancel_scope.cancel()
     finally:
@@ -177,8 +193,9 @@ class Verdict:
     line: int | None = None  # 1-based line of the first broken record
 
 
-def verify_file(path: Path) -> Verdict:
-    """Check the hash chain of an audit log; name the first record where it breaks."""
+def verify_file(path: Path, trusted: Ed25519PublicKey | None = None) -> Verdict:
+    """Check the hash chain and the seal of an audit log; name the first record where
+    it breaks. With ``trusted``, the seal must be signed by that key."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -201,8 +218,24 @@ def verify_file(path: Path) -> Verdict:
             return Verdict(False, number - 1, f"{path}:{number}: record out of sequence (seq {record.get('seq')}, expected {number - 1}): a record was deleted, inserted or moved", number)
         if record.get("prev") != prev:
             return Verdict(False, number - 1, f"{path}:{number}: hash chain broken: this record or the one before it was altered", number)
-        prev = line_hash(line)
-    if record.get("event") != "run_end":
-        n = len(lines)
-        return Verdict(False, n, f"{path}:{n}: log ends before its run_end record: truncated, or the run is still going", n)
-    return Verdict(True, len(lines), f"{path}: OK, {len(lines)} records, chain intact, last hash {prev[:16]}")
+        last_prev, prev = prev, line_hash(line)
+    n = len(lines)
+    if record.get("event") != "seal":
+        return Verdict(False, n, f"{path}:{n}: log ends without its signed seal record: truncated, or the run is still going", n)
+    if n < 2 or json.loads(lines[-2]).get("event") != "run_end":
+        return Verdict(False, n, f"{path}:{n}: the seal does not follow a run_end record", n)
+    if record.get("head") != last_prev:
+        return Verdict(False, n, f"{path}:{n}: the seal signs another head than the record before it", n)
+    try:
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(str(record.get("public_key", ""))))
+    except (ValueError, binascii.Error):
+        return Verdict(False, n, f"{path}:{n}: the seal's public key is malformed", n)
+    if not signing.check(public, last_prev, str(record.get("sig", ""))):
+        return Verdict(False, n, f"{path}:{n}: bad signature on the seal", n)
+    if trusted is not None and signing.key_id(trusted) != signing.key_id(public):
+        return Verdict(
+            False, n, f"{path}:{n}: signed by key {signing.key_id(public)}, not the trusted key {signing.key_id(trusted)}", n
+        )
+    who = f"trusted key {signing.key_id(public)}" if trusted is not None else (
+        f"key {signing.key_id(public)} (embedded; pass --key to check it is the monitor's)")
+    return Verdict(True, n, f"{path}: OK, {n} records, chain intact, sealed by {who}")

@@ -32,6 +32,7 @@ from ..plan import EnvPlan, Plan, PlannedStep, plan_as_json
 from ..scenario import Section, StepKind, TargetSpec
 from ..wire import CallbackRejected, OneTimeToken, StepSecret, receive_callback, step_config
 from .audit import AuditError, AuditLog, open_audit
+from .signing import load_or_create_key
 from .ssh import ExecResult, HostSpec, Process, SshConnection, SshError, open_bridge, open_ssh
 
 CLEANUP_TIMEOUT = 15.0
@@ -133,6 +134,7 @@ class RunOptions:
     builder: Builder | None = None
     reporter: Reporter = field(default_factory=NullReporter)
     run_id: str | None = None
+    key_path: Path | None = None  # monitor's Ed25519 key; None: signing.default_key_path()
 
 
 class StepFailed(Exception):
@@ -230,6 +232,24 @@ class _Env:
             raise StepFailed(f"ssh: {found}")
         return found
 
+    def forget(self, target: TargetSpec) -> None:
+        """Drop a broken connection, so the next step on this host connects anew."""
+        self._conns.pop((target.host, target.port, target.user), None)
+
+    async def remove_file(self, target: TargetSpec, conn: SshConnection, path: str) -> bool | str:
+        """Delete ``path`` on the target; over a fresh connection if ``conn`` broke."""
+        try:
+            await conn.remove(path)
+            return True
+        except SshError:
+            self.forget(target)
+        try:
+            async with open_ssh(host_spec(target), connect_timeout=self.ctx.options.connect_timeout) as fresh:
+                await fresh.remove(path)
+            return True
+        except SshError as exc:
+            return f"not removed: {exc.reason}"
+
     def scope(self, step: PlannedStep) -> dict[str, Any]:
         return {
             "vars": self.ctx.plan.scenario.vars,
@@ -291,7 +311,11 @@ async def _serve_listener(
     listener = await _open_listener(monitor.bind, monitor.ports)
     state = _Listener(listener.socket.getsockname()[1])
     token = OneTimeToken(secret.token)
-    pending = trio.CapacityLimiter(MAX_PENDING_CONNECTIONS)
+    # Connections that have not authenticated yet, oldest first. When a flood fills the
+    # table, the OLDEST is dropped, so the real binary (which authenticates within
+    # milliseconds of connecting) is never the one refused.
+    pending: dict[int, trio.CancelScope] = {}
+    counter = iter(range(1 << 62))
 
     def check_token(presented: str) -> bool:
         accepted = token(presented)
@@ -310,25 +334,41 @@ async def _serve_listener(
             peer = "%s:%s" % stream.socket.getpeername()[:2]
         except OSError:
             peer = "?"
+        number = next(counter)
+        reason: str | None = None
+        callback = None
+
+        def check(presented: str) -> bool:
+            accepted = check_token(presented)
+            if accepted:
+                pending.pop(number, None)  # authenticated: never evicted
+            return accepted
+
         try:
-            if pending.borrowed_tokens >= MAX_PENDING_CONNECTIONS:
-                raise CallbackRejected("too many connections at once")
-            async with pending:
+            with trio.CancelScope() as scope:
+                pending[number] = scope
+                if len(pending) > MAX_PENDING_CONNECTIONS:
+                    pending.pop(next(iter(pending))).cancel()
                 callback = await receive_callback(
-                    stream, key=secret.key, check_token=check_token, run_id=ctx.run_id, step_id=step.id,
+                    stream, key=secret.key, check_token=check, run_id=ctx.run_id, step_id=step.id,
                     hello_timeout=ctx.options.hello_timeout, on_log=on_log,
                 )
+            if scope.cancelled_caught:
+                reason = f"dropped: more than {MAX_PENDING_CONNECTIONS} unauthenticated connections at once"
         except CallbackRejected as exc:
-            state.rejected += 1
-            await ctx.audit.record("callback_rejected", env=env.name, step=step.id, peer=peer, reason=exc.reason)
-        else:
-            await ctx.audit.record("callback_accepted", env=env.name, step=step.id, peer=peer, token_id=secret.token_id)
-            state.result = callback.result
-            state.done.set()
-            nursery.cancel_scope.cancel()  # the port closes as soon as the result is in
+            reason = exc.reason
         finally:
+            pending.pop(number, None)
             with trio.move_on_after(1, shield=True):
                 await stream.aclose()
+        if reason is not None or callback is None:
+            state.rejected += 1
+            await ctx.audit.record("callback_rejected", env=env.name, step=step.id, peer=peer, reason=reason)
+            return
+        await ctx.audit.record("callback_accepted", env=env.name, step=step.id, peer=peer, token_id=secret.token_id)
+        state.result = callback.result
+        state.done.set()
+        nursery.cancel_scope.cancel()  # the port closes as soon as the result is in
 
     async with listener, trio.open_nursery() as nursery:
         task_status.started(state)
@@ -338,11 +378,19 @@ async def _serve_listener(
 
 
 def _exec_command(remote: str, sha256: str) -> str:
-    """Check the uploaded file is still ours, then become it. Nothing secret in here."""
+    """Open the uploaded file, unlink it, check the bytes behind the open descriptor are
+    ours, and run exactly those bytes through ``/proc/self/fd/3``.
+
+    Replacing the file by another one (a rename over it) after upload changes nothing: we
+    run the inode we opened, whose hash we checked; a changed file is refused with exit
+    status 97. The binary's path is gone before it runs, and its command line reads
+    ``/proc/self/fd/3``. Nothing secret is in here (the config goes to stdin).
+    """
     p = shlex.quote(remote)
     return (
-        f'h=$(sha256sum {p} 2>/dev/null) && [ "${{h%% *}}" = {sha256} ] '
-        f"|| {{ rm -f {p}; exit {HASH_MISMATCH}; }}; exec {p}"
+        f"exec 3<{p} || exit {HASH_MISMATCH}; rm -f {p}; "
+        f'h=$(sha256sum <&3) && [ "${{h%% *}}" = {sha256} ] || exit {HASH_MISMATCH}; '
+        "exec /proc/self/fd/3"
     )
 
 
@@ -381,7 +429,6 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
     label = f"{step.target.user}@{step.target.host}:{step.target.port}"
     started = time.monotonic()
     process: Process | None = None
-    deployed = False
     exited = trio.Event()
     exit_box: list[ExecResult | SshError] = []
     async with trio.open_nursery() as nursery:
@@ -393,7 +440,6 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
             )
             try:
                 await conn.write_file(remote, data, 0o700)
-                deployed = True
             except SshError as exc:
                 raise StepFailed(f"deploy to {label}:{remote} failed: {exc.reason}") from None
             await ctx.audit.record("deploy", env=env.name, step=step.id, host=label, path=remote, sha256=binary.sha256, size=binary.size)
@@ -428,6 +474,7 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
                 outcome = exit_box[0]
                 if isinstance(outcome, SshError):
                     await ctx.audit.record("exec", env=env.name, step=step.id, error=outcome.reason)
+                    env.forget(step.target)
                     if not state.done.is_set():
                         raise StepFailed(f"ssh: connection lost while the binary ran: {outcome.reason}")
                 else:
@@ -449,13 +496,9 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
                         await process.terminate()
                     except SshError:
                         pass
-                removed: bool | str = False
-                if deployed or process is None:
-                    try:
-                        await conn.remove(remote)
-                        removed = True
-                    except SshError as exc:
-                        removed = f"not removed: {exc.reason}"
+                removed: bool | str = "unlinked before exec"
+                if not state.authenticated.is_set():  # else the exec wrapper already removed it
+                    removed = await env.remove_file(step.target, conn, remote)
                 await ctx.audit.record("cleanup", env=env.name, step=step.id, path=remote, removed=removed, port_closed=state.port)
             nursery.cancel_scope.cancel()
 
@@ -476,6 +519,14 @@ async def _first(*waits: Callable[[], Any], timeout: float | None = None) -> Non
 
         for wait in waits:
             nursery.start_soon(one, wait)
+
+
+def _leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first real exception inside (possibly nested) exception groups."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _judge(step: PlannedStep, message: dict[str, Any]) -> tuple[StepStatus, str]:
@@ -526,11 +577,15 @@ async def _run_step(env: _Env, step: PlannedStep) -> StepOutcome:
     for attempt in range(1, step.retries + 2):
         outcome.attempts = attempt
         with trio.move_on_after(step.timeout) as scope:
+            message: dict[str, Any] | None = None
             try:
                 message, _ = await _module_attempt(env, step, params)
-            except StepFailed as exc:
-                outcome.status, outcome.reason = StepStatus.FAILED, str(exc)
-            else:
+            except* StepFailed as group:
+                outcome.status, outcome.reason = StepStatus.FAILED, str(_leaf(group))
+            except* SshError as group:
+                env.forget(step.target) if step.target else None
+                outcome.status, outcome.reason = StepStatus.FAILED, f"ssh: {_leaf(group)}"
+            if message is not None:
                 outcome.result = message.get("result") or {}
                 outcome.changes = list(message.get("changes") or [])
                 await ctx.audit.record("result", env=env.name, step=step.id, ok=message.get("ok"), error=message.get("error"),
@@ -634,7 +689,8 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
     interrupted: list[bool] = []
     outcomes: dict[str, EnvOutcome] = {}
     suffix = "-verify" if options.section is Section.VERIFY else ""
-    async with open_audit(options.audit_dir, run_id, name=run_id + suffix) as audit:
+    key = load_or_create_key(options.key_path)
+    async with open_audit(options.audit_dir, run_id, name=run_id + suffix, key=key) as audit:
         options.reporter.run_started(plan, options.section, audit.path)
         await audit.record(
             "run_start", section=options.section.value, scenario=plan.scenario.file, scenario_sha256=plan.scenario.sha256,

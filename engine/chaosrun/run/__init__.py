@@ -1,0 +1,1 @@
+"""Run stage: the async runtime (trio), the only async code of chaosrun."""
