@@ -1,0 +1,3 @@
+module chaosrun/chaos_go
+
+go 1.22

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"chaosrun/chaos_go/kit"
+)
+
+func probe(t *testing.T, raw map[string]any) map[string]any {
+	t.Helper()
+	b, _ := json.Marshal(raw)
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	p, err := kit.NewParams(declaration, m)
+	if err != nil {
+		t.Fatalf("NewParams: %v", err)
+	}
+	r := kit.NewTestReport()
+	if err := run(context.Background(), p, r); err != nil {
+		t.Fatalf("run(%v): %v", raw, err)
+	}
+	return r.Result()
+}
+
+func TestFileModeReportsOctalModeAndOwnership(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "shadow")
+	os.WriteFile(file, nil, 0o600)
+	if err := os.Chown(file, 0, 65534); err != nil {
+		t.Fatal(err)
+	}
+	// After the chown, which clears setuid; syscall's mode is the raw st_mode bits.
+	if err := syscall.Chmod(file, 0o4750); err != nil {
+		t.Fatal(err)
+	}
+	res := probe(t, map[string]any{"path": file})
+	if res["exists"] != true || res["mode"] != "4750" || res["uid"] != int64(0) || res["gid"] != int64(65534) || res["owner"] != "root" {
+		t.Errorf("result = %v; want exists, mode 4750, uid 0 (root), gid 65534", res)
+	}
+	if g := res["group"]; g != "nogroup" && g != "nobody" && g != "65534" {
+		t.Errorf("group = %v; want nogroup, nobody or 65534", g)
+	}
+
+	odd := filepath.Join(dir, "odd")
+	os.WriteFile(odd, nil, 0o644)
+	os.Chmod(odd, 0o644)
+	os.Chown(odd, 54321, 54321)
+	res = probe(t, map[string]any{"path": odd})
+	if res["mode"] != "0644" || res["owner"] != "54321" || res["group"] != "54321" {
+		t.Errorf("result = %v; want mode 0644 and numeric owner/group 54321", res)
+	}
+}
+
+func TestFileModeFollowsSymlinksUnlessAsked(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	os.WriteFile(target, nil, 0o600)
+	os.Chmod(target, 0o600)
+	link := filepath.Join(dir, "link")
+	os.Symlink(target, link)
+	if res := probe(t, map[string]any{"path": link}); res["mode"] != "0600" {
+		t.Errorf("followed mode = %v; want 0600", res["mode"])
+	}
+	if res := probe(t, map[string]any{"path": link, "follow_symlinks": false}); res["mode"] != "0777" {
+		t.Errorf("link's own mode = %v; want 0777", res["mode"])
+	}
+}
+
+func TestFileModeOfAMissingPathIsAnObservation(t *testing.T) {
+	res := probe(t, map[string]any{"path": filepath.Join(t.TempDir(), "missing")})
+	if res["exists"] != false || res["mode"] != "" || res["uid"] != -1 {
+		t.Errorf("result = %v; want exists false, empty mode, uid -1", res)
+	}
+}
