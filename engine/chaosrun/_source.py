@@ -6,7 +6,10 @@ here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import gc
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +85,10 @@ class Node:
     end: Span
     key_spans: dict[str, Span] = field(default_factory=dict)
     style: str | None = None  # YAML scalar style: None (plain), "'", '"', "|", ">"
+    # block scalars: where the text itself starts, and the indentation YAML strips from
+    # each of its lines (expressions inside add it back to their columns)
+    text_start: Span | None = None
+    line_indent: int = 0
 
     def plain(self) -> Any:
         """The value as plain Python data, positions dropped."""
@@ -126,6 +133,23 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that builds Nodes and rejects duplicate keys."""
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small objects.
+
+    Parsing a large scenario allocates tens of thousands of nodes and spans; the
+    collector's passes over them cost about as much as the parse itself, and none of
+    them is garbage yet. Reference counting still frees everything as usual.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_yaml(text: str, file: str) -> Node:
     """Parse YAML text into a Node tree.
 
@@ -133,37 +157,141 @@ def load_yaml(text: str, file: str) -> Node:
         ScenarioErrors: invalid YAML, several documents, or duplicate keys (each
             duplicate points at both occurrences).
     """
-    try:
-        root = yaml.compose(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        span = _span(file, mark) if mark else Span(file, 1, 1)
-        problem = exc.problem or "invalid YAML"
-        context = f" {exc.context}" if exc.context else ""
-        raise ScenarioErrors([ScenarioError(f"invalid YAML: {problem}{context}", span)]) from None
-    except yaml.YAMLError as exc:
-        raise ScenarioErrors([ScenarioError(f"invalid YAML: {exc}", Span(file, 1, 1))]) from None
-    if root is None:
-        return Node({}, Span(file, 1, 1), Span(file, 1, 1))
-    errors: list[ScenarioError] = []
-    constructor = _Loader("")
-    node = _convert(root, file, constructor, errors)
+    with gc_paused():
+        try:
+            root = _compose(text)
+        except yaml.MarkedYAMLError as exc:
+            raise ScenarioErrors([_yaml_error(exc, file)]) from None
+        except yaml.YAMLError as exc:
+            raise ScenarioErrors([ScenarioError(f"invalid YAML: {exc}", Span(file, 1, 1))]) from None
+        if root is None:
+            return Node({}, Span(file, 1, 1), Span(file, 1, 1))
+        errors: list[ScenarioError] = []
+        constructor = _Loader("")
+        node = _convert(root, _Source(file, text), constructor, errors)
     if errors:
         raise ScenarioErrors(errors)
     return node
 
 
+# libyaml composes about ten times faster than PyYAML's pure-Python parser, with the same
+# nodes and marks; its error messages are terser, so a file it rejects is parsed again by
+# the pure-Python loader, whose messages are the ones users see (and docs/scenario.md shows).
+_FAST_LOADER: type | None = getattr(yaml, "CSafeLoader", None)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    if _FAST_LOADER is not None:
+        try:
+            node: yaml.Node | None = yaml.compose(text, Loader=_FAST_LOADER)
+            return node
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(text, Loader=_Loader)
+
+
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # YAML 1.1 line breaks, as PyYAML counts them
+
+
+class _Source:
+    """The file name and text being converted; its lines are split only when needed."""
+
+    def __init__(self, file: str, text: str) -> None:
+        self.file = file
+        self.text = text
+        self._lines: list[str] | None = None
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            self._lines = _LINE_BREAK.split(self.text)
+        return self._lines
+
+
+def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> ScenarioError:
+    """One readable error for PyYAML's (problem, context) pair, at the problem's mark."""
+    mark = exc.problem_mark or exc.context_mark
+    span = _span(file, mark) if mark else Span(file, 1, 1)
+    problem = exc.problem or "invalid YAML"
+    if isinstance(exc, yaml.composer.ComposerError) and "another document" in problem:
+        return ScenarioError("invalid YAML: a second document ('---'); a file holds one document", span)
+    if "'\\t'" in problem:
+        return ScenarioError("invalid YAML: a tab character here; indent with spaces (YAML does not allow tabs)", span)
+    if exc.context:
+        # PyYAML's context reads "while parsing a flow sequence"; say where that began
+        ctx = exc.context_mark
+        where = f" at line {ctx.line + 1}" if ctx is not None and mark is not None and ctx.line != mark.line else ""
+        problem = f"{problem} ({exc.context}{where})"
+    return ScenarioError(f"invalid YAML: {problem}", span)
+
+
+def _block_text_start(node: yaml.ScalarNode, source: _Source) -> tuple[int, int] | None:
+    """(0-based line, indentation) of the first content line of a block scalar (``|``, ``>``).
+
+    The node's mark points at the indicator; the text starts on a later line, indented.
+    """
+    lines = source.lines
+    for line in range(node.start_mark.line + 1, min(node.end_mark.line + 1, len(lines))):
+        text = lines[line]
+        if text.strip(" "):
+            return line, len(text) - len(text.lstrip(" "))
+    return None
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _short_tags(text: str) -> str:
+    """``tag:yaml.org,2002:int`` -> ``!!int``, as the file spells it."""
+    return text.replace("tag:yaml.org,2002:", "!!")
+
+
+def _construct(node: yaml.Node, file: str, constructor: yaml.SafeLoader, errors: list[ScenarioError]) -> Any:
+    """A scalar (or key) as Python data; a tag the safe loader refuses is an error, not a crash."""
+    if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
+        return node.value  # most scalars: what construct_object would return, minus its bookkeeping
+    try:
+        return constructor.construct_object(node, deep=True)
+    except yaml.MarkedYAMLError as exc:
+        problem = _short_tags(exc.problem or "invalid value")
+        errors.append(ScenarioError(f"invalid YAML: {problem}", _span(file, exc.problem_mark or node.start_mark)))
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. `!!int xyz`
+        tag = _short_tags(str(node.tag))
+        errors.append(ScenarioError(f"invalid YAML: {tag} value {node.value!r}: {exc}", _span(file, node.start_mark)))
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
 def _convert(
-    node: yaml.Node, file: str, constructor: yaml.SafeLoader, errors: list[ScenarioError]
+    node: yaml.Node,
+    source: _Source,
+    constructor: yaml.SafeLoader,
+    errors: list[ScenarioError],
+    active: frozenset[int] = frozenset(),
 ) -> Node:
-    span, end = _span(file, node.start_mark), _span(file, node.end_mark)
+    file = source.file
+    start_mark, end_mark = node.start_mark, node.end_mark  # inlined _span: this runs per node
+    span = Span(file, start_mark.line + 1, start_mark.column + 1)
+    end = Span(file, end_mark.line + 1, end_mark.column + 1)
+    if id(node) in active:  # an alias inside the collection it names: `&a [*a]`
+        errors.append(ScenarioError("invalid YAML: recursive alias (a collection that contains itself)", span))
+        return Node(None, span, end)
     if isinstance(node, yaml.MappingNode):
-        constructor.flatten_mapping(node)
+        inner = active | {id(node)}
+        try:
+            constructor.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            where = _span(file, exc.problem_mark or node.start_mark)
+            errors.append(ScenarioError(f"invalid YAML: {exc.problem}", where))
+            return Node({}, span, end)
         out: dict[str, Node] = {}
         key_spans: dict[str, Span] = {}
         for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node, deep=True)
-            key_span = _span(file, key_node.start_mark)
+            key_mark = key_node.start_mark
+            key_span = Span(file, key_mark.line + 1, key_mark.column + 1)
+            if not isinstance(key_node, yaml.ScalarNode):
+                errors.append(ScenarioError("invalid YAML: a key must be a plain value, not a collection", key_span))
+                continue
+            key = _construct(key_node, file, constructor, errors)
             if not isinstance(key, str):
                 key = str(key)
             if key in out:
@@ -181,12 +309,20 @@ def _convert(
                 )
                 continue
             key_spans[key] = key_span
-            out[key] = _convert(value_node, file, constructor, errors)
+            out[key] = _convert(value_node, source, constructor, errors, inner)
         return Node(out, span, end, key_spans)
     if isinstance(node, yaml.SequenceNode):
-        return Node([_convert(v, file, constructor, errors) for v in node.value], span, end)
+        inner = active | {id(node)}
+        return Node([_convert(v, source, constructor, errors, inner) for v in node.value], span, end)
     assert isinstance(node, yaml.ScalarNode)
-    value = constructor.construct_object(node, deep=True)
+    value = _construct(node, file, constructor, errors)
     if not isinstance(value, str | int | float | bool | type(None)):
         value = node.value  # dates and other YAML types stay as written
-    return Node(value, span, end, style=node.style)
+    style = node.style or None  # libyaml says "" for plain scalars, PyYAML None
+    if style in ("|", ">"):
+        found = _block_text_start(node, source)
+        if found is not None:
+            line, indent = found
+            start = Span(file, line + 1, indent + 1)
+            return Node(value, span, end, style=style, text_start=start, line_indent=indent)
+    return Node(value, span, end, style=style)

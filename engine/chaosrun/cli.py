@@ -122,11 +122,12 @@ def _run(args: argparse.Namespace, section: Section) -> int:
         key_path=Path(args.key) if args.key else None,
     )
     from .run.audit import AuditError
+    from .run.runner import RunError
     from .run.signing import MonitorKeyError
 
     try:
         report = trio.run(run_plan, plan, options)
-    except (AuditError, MonitorKeyError) as exc:
+    except (AuditError, MonitorKeyError, RunError) as exc:
         print(f"chaosrun: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _schema
-from ._source import ScenarioError, ScenarioErrors, Span
-from .expr import EvalError, Expr, NameRef, Template
+from ._source import ScenarioError, ScenarioErrors, Span, gc_paused
+from .expr import EvalError, Expr, NameRef, Template, has_interpolation
 from .modules import ModuleDecl, ModuleKind, catalogue
 from .parse import parse_scenario, read_source
 from .scenario import Scenario, Section, Step, StepKind
@@ -46,7 +46,10 @@ class _Graph:
     """Order of one section's top-level steps: who surely finished before whom."""
 
     def __init__(self, steps: tuple[Step, ...], errors: list[ScenarioError]) -> None:
-        self.top = {s.id: s for s in steps if s.id}
+        self.top: dict[str, Step] = {}
+        for s in steps:
+            if s.id:
+                self.top.setdefault(s.id, s)
         self.group_of: dict[str, str] = {}
         for s in steps:
             for o in s.options:
@@ -57,13 +60,12 @@ class _Graph:
         for s in steps:
             if not s.id:
                 continue
-            if s.needs is None:
-                self.deps[s.id] = (previous,) if previous else ()
-            else:
+            deps: tuple[str, ...] = (previous,) if previous else ()
+            if s.needs is not None:
                 known = []
                 for name, span in zip(s.needs, s.needs_spans, strict=False):
                     target = self.group_of.get(name, name)
-                    if name == s.id:
+                    if target == s.id:
                         errors.append(ScenarioError(f"step {s.id!r} needs itself", span))
                     elif target not in self.top:
                         errors.append(
@@ -75,20 +77,39 @@ class _Graph:
                         )
                     else:
                         known.append(target)
-                self.deps[s.id] = tuple(known)
+                deps = tuple(known)
+            # a second step with the same id is reported as a duplicate; the first one
+            # keeps the place in the graph (no self-loop, no made-up cycle)
+            self.deps.setdefault(s.id, deps)
             previous = s.id
         self._check_cycles(errors)
-        self._ancestors: dict[str, frozenset[str]] = {}
+        self._before: dict[tuple[str, str], bool] = {}
+        # every id of the section, options included (the first step wins for a duplicate)
+        self.steps: dict[str, Step] = {}
+        for s in steps:
+            for one in (s, *s.options):
+                if one.id:
+                    self.steps.setdefault(one.id, one)
 
     def _check_cycles(self, errors: list[ScenarioError]) -> None:
+        # iterative depth-first search: a chain of thousands of steps (each one after the
+        # step above it) must not hit Python's recursion limit
         state: dict[str, int] = {}  # 1 visiting, 2 done
         reported: set[frozenset[str]] = set()
-
-        def visit(node: str, trail: list[str]) -> None:
-            state[node] = 1
-            trail.append(node)
-            for dep in self.deps.get(node, ()):
-                if state.get(dep) == 1:
+        for root in list(self.top):
+            if root in state:
+                continue
+            state[root] = 1
+            trail = [root]
+            pending = [iter(self.deps.get(root, ()))]
+            while pending:
+                node = trail[-1]
+                dep = next(pending[-1], None)
+                if dep is None:
+                    pending.pop()
+                    trail.pop()
+                    state[node] = 2
+                elif state.get(dep) == 1:
                     cycle = trail[trail.index(dep):]
                     key = frozenset(cycle)
                     if key not in reported:
@@ -101,25 +122,31 @@ class _Graph:
                     # cut the edge so the rest of the graph is still usable
                     self.deps[node] = tuple(d for d in self.deps[node] if d != dep)
                 elif dep not in state:
-                    visit(dep, trail)
-            trail.pop()
-            state[node] = 2
+                    state[dep] = 1
+                    trail.append(dep)
+                    pending.append(iter(self.deps.get(dep, ())))
 
-        for node in list(self.top):
-            if node not in state:
-                visit(node, [])
+    def runs_before(self, earlier: str, step_id: str) -> bool:
+        """Whether ``earlier`` surely finished before ``step_id`` starts: an ancestor.
 
-    def ancestors(self, step_id: str) -> frozenset[str]:
-        if step_id not in self._ancestors:
+        A depth-first search that stops at the first hit; references usually name a
+        close ancestor, so this stays cheap on long chains (no set of all ancestors per step).
+        """
+        key = (earlier, step_id)
+        if key not in self._before:
             seen: set[str] = set()
             stack = list(self.deps.get(step_id, ()))
+            found = False
             while stack:
                 node = stack.pop()
+                if node == earlier:
+                    found = True
+                    break
                 if node not in seen:
                     seen.add(node)
                     stack.extend(self.deps.get(node, ()))
-            self._ancestors[step_id] = frozenset(seen)
-        return self._ancestors[step_id]
+            self._before[key] = found
+        return self._before[key]
 
 
 class _Linter:
@@ -182,7 +209,9 @@ class _Linter:
             if expr is not None:
                 self._names(expr.names(), step, graph, top, in_expect=False)
         if step.expect is not None:
-            self._names(step.expect.names(), step, graph, top, in_expect=True, decl=decl)
+            # on a non-probe, expect is reported as such; its result fields are not checked too
+            probe_decl = decl if step.kind is StepKind.PROBE else None
+            self._names(step.expect.names(), step, graph, top, in_expect=True, decl=probe_decl)
         for template in iter_templates(step.params):
             self._names(template.names(), step, graph, top, in_expect=False)
 
@@ -220,13 +249,18 @@ class _Linter:
         static_scope = {"vars": self.s.vars}
         for key, value in step.params.items():
             templates = list(iter_templates(value))
-            if not templates:
+            refs = [ref for t in templates for ref in t.names()]
+            unknown_var = any(r.path[:1] == ("vars",) and not self._var_known(r.path) for r in refs)
+            if unknown_var or _has_broken_template(value):
+                # the broken ${ or the unknown variable is reported already; its value is unknown
+                dynamic.add(key)
+                instance[key] = None
+            elif not templates:
                 instance[key] = value
-            elif all(ref.path[:1] == ("vars",) for t in templates for ref in t.names()):
+            elif all(ref.path[:1] == ("vars",) for ref in refs):
                 try:
                     instance[key] = render_static(value, static_scope)
                 except EvalError as exc:
-                    refs = [r for t in templates for r in t.names()]
                     at = refs[0].span if refs else step.span
                     self.errors.append(ScenarioError(f"with.{key}: {exc}", at))
                     dynamic.add(key)
@@ -241,8 +275,16 @@ class _Linter:
                 self.errors.append(ScenarioError(f"{decl.name} needs parameter {name!r}", step.module_span or step.span))
             return
         validator = decl.validator
-        for err in _schema.schema_errors(node, validator, prefix=("with",), skip=frozenset(dynamic), instance=instance):
-            self.errors.append(err)
+        self.errors.extend(
+            _schema.schema_errors(
+                node,
+                validator,
+                prefix=("with",),
+                skip=frozenset(dynamic),
+                instance=instance,
+                key_span=step.keys.get("with"),
+            )
+        )
 
     def _names(
         self,
@@ -254,10 +296,7 @@ class _Linter:
         in_expect: bool,
         decl: ModuleDecl | None = None,
     ) -> None:
-        section_steps = {s.id: s for s in (self.s.steps if step.section is Section.STEPS else self.s.verify)}
-        for s in list(section_steps.values()):
-            for o in s.options:
-                section_steps[o.id] = o
+        section_steps = graph.steps
         for ref in refs:
             path = ref.path
             root = path[0] if path else None
@@ -280,6 +319,17 @@ class _Linter:
                     self._result_field(decl, field, ref.span, f"result.{field}")
             elif root == "steps":
                 self._step_ref(path, ref.span, step, graph, top, section_steps)
+
+    def _var_known(self, path: tuple[str | int, ...]) -> bool:
+        """Whether ``vars.a.b`` names an existing variable (as far as lint can tell)."""
+        value: Any = self.s.vars
+        for part in path[1:]:
+            if not isinstance(value, Mapping) or not isinstance(part, str):
+                return True  # indexing is checked at run time
+            if part not in value:
+                return False
+            value = value[part]
+        return True
 
     def _var(self, path: tuple[str | int, ...], span: Span) -> None:
         value: Any = self.s.vars
@@ -306,13 +356,24 @@ class _Linter:
             return
         ref_id = path[1]
         if ref_id not in section_steps:
-            self.errors.append(ScenarioError(f"unknown step {ref_id!r}", span, _hint(ref_id, section_steps)))
+            hint = _hint(ref_id, section_steps)
+            if step.section is Section.VERIFY and any(s.id == ref_id for s in self.s.all_steps()):
+                hint = "verify is its own run: steps.ID there names an earlier probe of verify"
+            self.errors.append(ScenarioError(f"unknown step {ref_id!r}", span, hint))
             return
         ref_top = graph.group_of.get(ref_id, ref_id)
+        if ref_top == top.id and ref_id not in (step.id, top.id):
+            self.errors.append(
+                ScenarioError(
+                    f"step {step.id!r} uses steps.{ref_id}, another option of the same one_of (only one of them runs)",
+                    span,
+                )
+            )
+            return
         if ref_top == top.id:
             self.errors.append(ScenarioError(f"step {step.id!r} refers to its own result (use result.FIELD in expect)", span))
             return
-        if ref_top not in graph.ancestors(top.id):
+        if not graph.runs_before(ref_top, top.id):
             self.errors.append(
                 ScenarioError(
                     f"step {step.id!r} uses steps.{ref_id} but {ref_id!r} does not surely run before it (add it to needs)",
@@ -341,6 +402,17 @@ class _Linter:
             self.errors.append(ScenarioError(f"{decl.name} has no result field {field!r}", span, _hint(field, fields)))
 
 
+def _has_broken_template(value: Any) -> bool:
+    """A string that still holds ``${`` after parse: its template did not compile (reported)."""
+    if isinstance(value, str):
+        return has_interpolation(value)
+    if isinstance(value, Mapping):
+        return any(_has_broken_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_broken_template(v) for v in value)
+    return False
+
+
 def render_static(value: Any, scope: Mapping[str, Any]) -> Any:
     """Render every Template inside ``value`` with ``scope``.
 
@@ -363,9 +435,10 @@ def lint_scenario(scenario: Scenario, modules: Mapping[str, ModuleDecl] | None =
 
 def check_scenario_text(text: str, file: str) -> tuple[Scenario | None, list[ScenarioError]]:
     """Parse and lint; returns the Scenario (None if unusable) and all errors, sorted."""
-    scenario, errors = parse_scenario(text, file)
-    if scenario is not None:
-        errors = errors + lint_scenario(scenario)
+    with gc_paused():
+        scenario, errors = parse_scenario(text, file)
+        if scenario is not None:
+            errors = errors + lint_scenario(scenario)
     return scenario, ScenarioErrors(errors).errors
 
 

@@ -37,7 +37,7 @@ def text_origin(node: Node) -> Span:
     if node.style in ("'", '"'):
         return Span(node.span.file, node.span.line, node.span.col + 1)
     if node.style in ("|", ">"):
-        return Span(node.span.file, node.span.line + 1, node.span.col)
+        return node.text_start or Span(node.span.file, node.span.line + 1, node.span.col)
     return node.span
 
 
@@ -67,7 +67,7 @@ class _Collector:
         if not isinstance(value, str):
             return None  # the schema already reported the type
         try:
-            return compile_expr(value, text_origin(node))
+            return compile_expr(value, text_origin(node), line_indent=node.line_indent)
         except ExprError as exc:
             self.errors.append(exc)
             return None
@@ -80,7 +80,7 @@ class _Collector:
             return [self.value(v) for v in node.value]
         if isinstance(node.value, str) and has_interpolation(node.value):
             try:
-                template: Template = compile_template(node.value, text_origin(node))
+                template: Template = compile_template(node.value, text_origin(node), line_indent=node.line_indent)
             except ExprError as exc:
                 self.errors.append(exc)
                 return node.value

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._source import ScenarioError, ScenarioErrors, Span
-from .expr import EvalError, Expr, Template
+from .expr import And, EvalError, Expr, Template
 from .inventory import Inventory, absolute
 from .lint import iter_templates
 from .scenario import (
@@ -94,6 +94,17 @@ def _environments(scenario: Scenario, inventory: Inventory | None) -> list[tuple
         for role, spec in scenario.targets.items()
     }
     if inventory is None:
+        # lint allows roles the scenario leaves to an inventory; without one they have no host
+        missing = [
+            ScenarioError(
+                f"role {s.target!r} has no host: define it under targets or give an inventory (-i)",
+                s.target_span or s.span,
+            )
+            for s in scenario.all_steps()
+            if s.target and s.target not in base
+        ]
+        if missing:
+            raise ScenarioErrors(missing)
         return [(DEFAULT_ENVIRONMENT, base)]
     used = _roles_used(scenario) | set(scenario.targets)
     errors: list[ScenarioError] = []
@@ -106,7 +117,9 @@ def _environments(scenario: Scenario, inventory: Inventory | None) -> list[tuple
                 spec = _merge(spec, inventory.defaults, inventory.defaults_given)
             if role in env.hosts:
                 spec = _merge(spec, env.hosts[role], env.given[role])
-            elif role not in base:
+            elif "host" not in inventory.defaults_given:
+                # never fall back to the scenario's own host: with an inventory, that host
+                # would be hit once per candidate whose entry forgot the role
                 errors.append(ScenarioError(f"environment {env.name!r} has no host for role {role!r}", env.span))
                 continue
             if not spec.host:
@@ -124,9 +137,24 @@ def _roles_used(scenario: Scenario) -> set[str]:
 
 
 def _levels(steps: list[tuple[str, tuple[str, ...]]]) -> dict[str, int]:
+    """1 + the longest chain of ``after`` above each slot. ``needs`` may name a step
+    further down the file, so this follows the graph, not the file order."""
+    after_of = dict(steps)
     level: dict[str, int] = {}
-    for slot, after in steps:  # file order; lint guarantees no cycles
-        level[slot] = 1 + max((level.get(a, 0) for a in after), default=0)
+    for slot, _ in steps:
+        stack = [slot]
+        while stack:  # iterative depth-first: no recursion limit on long chains
+            node = stack[-1]
+            if node in level:
+                stack.pop()
+                continue
+            pending = [a for a in after_of.get(node, ()) if a in after_of and a not in level and a not in stack]
+            if pending:
+                stack.extend(pending)
+                continue
+            # a dependency still on the stack is a cycle (lint reports those); it counts as 0
+            level[node] = 1 + max((level.get(a, 0) for a in after_of.get(node, ())), default=0)
+            stack.pop()
     return level
 
 
@@ -151,13 +179,15 @@ def _plan_section(
     levels = _levels(order)
     out = []
     for step, (slot, after) in zip(steps, order, strict=True):
-        chosen, skipped = step, ()
+        chosen: Step = step
+        skipped: tuple[str, ...] = ()
         if step.kind is StepKind.ONE_OF and step.options:
             index = pick_option(seed, env, step.id, len(step.options))
             chosen = step.options[index]
             skipped = tuple(o.id for o in step.options if o is not chosen)
             picks[step.id] = chosen.id
-        role = chosen.target or (next(iter(targets)) if len(targets) == 1 else None)
+        # no target: the scenario's only role (an inventory may list more roles than that)
+        role = chosen.target or (next(iter(scenario.targets)) if len(scenario.targets) == 1 else None)
         target = targets.get(role) if role else None
         scope = {
             "vars": scenario.vars,
@@ -176,7 +206,7 @@ def _plan_section(
                 params=_resolve(chosen.params, scope),
                 after=after,
                 explicit_needs=step.needs is not None,
-                when=chosen.when or step.when,
+                when=_both(step.when, chosen.when) if chosen is not step else step.when,
                 expect=chosen.expect,
                 timeout=chosen.timeout,
                 retries=chosen.retries,
@@ -187,6 +217,13 @@ def _plan_section(
             )
         )
     return tuple(out)
+
+
+def _both(group: Expr | None, option: Expr | None) -> Expr | None:
+    """The condition of a picked option: the one_of's own ``when`` and the option's."""
+    if group is None or option is None:
+        return group or option
+    return replace(group, source=f"({group.source}) and ({option.source})", ast=And(group.ast, option.ast))
 
 
 _STATIC_ROOTS = frozenset({"vars", "env", "target"})

@@ -33,7 +33,26 @@ from chaosrun.wire import MAGIC, seal
 SLOW = "{command: 'sleep 1.5; echo done', timeout_ms: 20000}"
 
 
+MODES = ["direct", "tunnel"]
+_mode = ["direct"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that take ``callback_mode`` run once per callback mode (direct TCP, SSH tunnel)."""
+    if "callback_mode" in metafunc.fixturenames:
+        metafunc.parametrize("callback_mode", MODES)
+
+
+@pytest.fixture(autouse=True)
+def _set_mode(request: pytest.FixtureRequest) -> Iterator[None]:
+    _mode[0] = request.getfixturevalue("callback_mode") if "callback_mode" in request.fixturenames else "direct"
+    yield
+    _mode[0] = "direct"
+
+
 def scenario(exam: Exam, steps: str, *, monitor: str = "", name: str = "adv.yaml") -> Path:
+    if _mode[0] == "tunnel":
+        monitor = (monitor + "\n" if monitor else "") + "  callback: tunnel"
     path = exam.workdir / name
     path.write_text(
         "version: 1\nname: adversarial\ntargets:\n  web: {host: 127.0.0.1}\n"
@@ -101,14 +120,14 @@ def attack_and_run(exam: Exam, attack: Callable[[int], Any], steps: str | None =
 
 def assert_step_unharmed(r: RunResult, step: str = "real") -> None:
     end = r.step_end(step)
-    assert end["status"] == "ok", end
+    assert end["status"] == "ok", (end["reason"], rejected(r)[:3])
     assert r.code == 0
     assert r.audit_path is not None and verify_file(r.audit_path).ok
     accepted = r.events("callback_accepted")
     assert len(accepted) == 1 and accepted[0]["step"] == step
 
 
-def test_a_spoofed_callback_with_a_guessed_token_and_key_is_rejected(exam: Exam) -> None:
+def test_a_spoofed_callback_with_a_guessed_token_and_key_is_rejected(exam: Exam, callback_mode: str) -> None:
     def attack(port: int) -> None:
         with connect(port) as s:
             challenge = b"\0" * 16  # the attacker does not know it, nor the key
@@ -129,7 +148,7 @@ def test_a_spoofed_callback_with_a_guessed_token_and_key_is_rejected(exam: Exam)
     ],
     ids=["garbage", "truncated", "oversized"],
 )
-def test_garbage_truncated_and_oversized_frames_are_dropped(exam: Exam, payload: bytes, reason: str) -> None:
+def test_garbage_truncated_and_oversized_frames_are_dropped(exam: Exam, callback_mode: str, payload: bytes, reason: str) -> None:
     def attack(port: int) -> None:
         with connect(port) as s:
             s.sendall(payload)
@@ -142,7 +161,7 @@ def test_garbage_truncated_and_oversized_frames_are_dropped(exam: Exam, payload:
     assert any(reason in x for x in rejected(r)), rejected(r)
 
 
-def test_a_silent_connection_times_out_without_holding_up_the_step(exam: Exam) -> None:
+def test_a_silent_connection_times_out_without_holding_up_the_step(exam: Exam, callback_mode: str) -> None:
     def attack(port: int) -> socket.socket:
         return connect(port)  # keep it open, say nothing (slowloris)
 
@@ -152,7 +171,7 @@ def test_a_silent_connection_times_out_without_holding_up_the_step(exam: Exam) -
     assert "hello timeout" in rejected(r)
 
 
-def test_a_flood_of_connections_before_the_real_binary_does_not_lock_it_out(exam: Exam) -> None:
+def test_a_flood_of_connections_before_the_real_binary_does_not_lock_it_out(exam: Exam, callback_mode: str) -> None:
     def attack(port: int) -> list[socket.socket]:
         held = []
         for _ in range(300):
@@ -296,7 +315,7 @@ def _inotify_replace(directory: Path, marker: Path, stop: threading.Event, hits:
         os.close(fd)
 
 
-def test_a_binary_replaced_on_disk_after_upload_never_runs_and_never_sees_the_config(exam: Exam) -> None:
+def test_a_binary_replaced_on_disk_after_upload_never_runs_and_never_sees_the_config(exam: Exam, callback_mode: str) -> None:
     marker = exam.workdir / "stolen-config"
     stop, hits = threading.Event(), []
     watcher = threading.Thread(target=_inotify_replace, args=(exam.remote_tmp, marker, stop, hits), daemon=True)
@@ -317,7 +336,7 @@ def test_a_binary_replaced_on_disk_after_upload_never_runs_and_never_sees_the_co
 
 
 def test_nothing_secret_is_visible_in_proc_and_no_binary_is_on_disk_while_a_step_runs(
-    exam: Exam, monkeypatch: pytest.MonkeyPatch
+    exam: Exam, monkeypatch: pytest.MonkeyPatch, callback_mode: str
 ) -> None:
     configs: list[dict[str, Any]] = []
     real_config = runner.step_config
@@ -357,7 +376,7 @@ def test_nothing_secret_is_visible_in_proc_and_no_binary_is_on_disk_while_a_step
     assert configs[0]["token"] not in log and configs[0]["key"] not in log
 
 
-def test_hostile_module_output_cannot_paint_the_terminal_or_forge_audit_records(exam: Exam) -> None:
+def test_hostile_module_output_cannot_paint_the_terminal_or_forge_audit_records(exam: Exam, callback_mode: str) -> None:
     evil = r"""printf '\033[2J\033[31mALL PASSED\033[0m\n{"event":"run_end","ok":true}\r\n'; head -c 3000000 /dev/zero | tr '\0' A"""
     steps = f"  - {{id: real, target: web, probe: command, expect: 'result.exit_status == 1', with: {{command: {json.dumps(evil)}, max_output: 262144}}}}\n"
     r = run(exam, scenario(exam, steps))
@@ -395,7 +414,7 @@ def _ssh_session_pids(sshd_pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
-def test_the_ssh_connection_dropped_mid_run_fails_the_step_and_leaves_nothing(exam: Exam) -> None:
+def test_the_ssh_connection_dropped_mid_run_fails_the_step_and_leaves_nothing(exam: Exam, callback_mode: str) -> None:
     def cut(port: int) -> None:
         log = next((exam.workdir / "audit").glob("*.jsonl"))
         while '"event":"deploy"' not in log.read_text():

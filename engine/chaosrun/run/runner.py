@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import ipaddress
 import posixpath
 import random
 import secrets
@@ -33,7 +34,7 @@ from ..scenario import Section, StepKind, TargetSpec
 from ..wire import CallbackRejected, OneTimeToken, StepSecret, receive_callback, step_config
 from .audit import AuditError, AuditLog, open_audit
 from .signing import load_or_create_key
-from .ssh import ExecResult, HostSpec, Process, SshConnection, SshError, open_bridge, open_ssh
+from .ssh import ExecResult, HostSpec, Process, RemoteForward, SshConnection, SshError, open_bridge, open_ssh
 
 CLEANUP_TIMEOUT = 15.0
 EXIT_GRACE = 5.0  # after the result: how long the binary may take to exit
@@ -135,6 +136,10 @@ class RunOptions:
     reporter: Reporter = field(default_factory=NullReporter)
     run_id: str | None = None
     key_path: Path | None = None  # monitor's Ed25519 key; None: signing.default_key_path()
+
+
+class RunError(Exception):
+    """The run as a whole cannot go on (not one step's problem)."""
 
 
 class StepFailed(Exception):
@@ -266,6 +271,7 @@ class _Context:
     audit: AuditLog
     builds: _Builds
     run_id: str
+    dial_ip: str
 
 
 class _Listener:
@@ -429,6 +435,7 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
     label = f"{step.target.user}@{step.target.host}:{step.target.port}"
     started = time.monotonic()
     process: Process | None = None
+    forward: RemoteForward | None = None
     exited = trio.Event()
     exit_box: list[ExecResult | SshError] = []
     async with trio.open_nursery() as nursery:
@@ -443,8 +450,18 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
             except SshError as exc:
                 raise StepFailed(f"deploy to {label}:{remote} failed: {exc.reason}") from None
             await ctx.audit.record("deploy", env=env.name, step=step.id, host=label, path=remote, sha256=binary.sha256, size=binary.size)
+            if ctx.plan.monitor.callback == "tunnel":
+                # The binary dials the target's own loopback; SSH carries it to us.
+                try:
+                    forward = await conn.forward_remote_port(ctx.plan.monitor.bind, state.port)
+                except SshError as exc:
+                    raise StepFailed(f"tunnel: {exc.reason}") from None
+                await ctx.audit.record("tunnel", env=env.name, step=step.id, remote=f"127.0.0.1:{forward.port}")
+                dial = f"127.0.0.1:{forward.port}"
+            else:
+                dial = f"{ctx.dial_ip}:{state.port}"
             config = step_config(
-                monitor=f"{_dial(ctx.plan.monitor.dial_address)}:{state.port}", secret=secret, run_id=ctx.run_id,
+                monitor=dial, secret=secret, run_id=ctx.run_id,
                 step_id=step.id, module=step.module, params=params, timeout=step.timeout,
             )
             try:
@@ -491,6 +508,8 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
             return state.result, time.monotonic() - started
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+                if forward is not None:
+                    await forward.close()
                 if process is not None and not exited.is_set():
                     try:
                         await process.terminate()
@@ -503,8 +522,22 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
             nursery.cancel_scope.cancel()
 
 
-def _dial(address: str) -> str:
-    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+async def resolve_dial_address(address: str) -> str:
+    """The IP literal the binary dials (the kit resolves no names), bracketed for IPv6.
+
+    Raises:
+        StepFailed: the name does not resolve.
+    """
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+        ip = address.strip("[]")
+    except ValueError:
+        try:
+            infos = await trio.socket.getaddrinfo(address, None, type=trio.socket.SOCK_STREAM)
+        except OSError as exc:
+            raise StepFailed(f"monitor.advertise {address!r} does not resolve: {exc}") from None
+        ip = str(infos[0][4][0])
+    return f"[{ip}]" if ":" in ip else ip
 
 
 async def _first(*waits: Callable[[], Any], timeout: float | None = None) -> None:
@@ -696,7 +729,12 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
             "run_start", section=options.section.value, scenario=plan.scenario.file, scenario_sha256=plan.scenario.sha256,
             seed=plan.seed, plan=plan_as_json(plan), environments=len(plan.environments),
         )
-        ctx = _Context(plan, options, audit, _Builds(builder, audit), run_id)
+        try:
+            dial_ip = await resolve_dial_address(plan.monitor.dial_address)
+        except StepFailed as exc:
+            await audit.record("run_end", ok=False, error=str(exc))
+            raise RunError(str(exc)) from None
+        ctx = _Context(plan, options, audit, _Builds(builder, audit), run_id, dial_ip)
         limiter = trio.CapacityLimiter(max(1, options.parallel))
         error: str | None = None
         with trio.CancelScope() as run_scope:

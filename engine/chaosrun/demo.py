@@ -1,0 +1,485 @@
+"""``chaosrun demo``: a newcomer's first run, end to end, against a throwaway local testenv.
+
+One command shows the whole life of an exam: a temp folder stands for a candidate's
+machine, a local SSH server on 127.0.0.1 makes it reachable, the bundled scenario
+``scenarios/demo.yaml`` breaks it (``run``), its probes grade it (``verify``: low points),
+a scripted candidate repairs it, ``verify`` grades it again (full points), and every audit
+log is checked. Everything but the audit logs lives in the temp folder and is removed at
+the end, also on Ctrl-C and on errors; ``--keep`` leaves the folder for a look around.
+
+Exit status: 0 when the run went ok and the final verify scored full points; 1 otherwise;
+130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import trio
+from rich.console import Console
+from rich.text import Text
+
+from ._resources import data_dir
+from .cli import main as cli_main
+from .cli import new_seed
+from .inventory import Inventory, load_inventory
+from .lint import load_scenario
+from .localenv import LocalSshd, LocalSshdError, local_sshd
+from .localserver import local_asyncssh_server
+from .plan import build_plan
+from .run.audit import AuditError
+from .run.progress import LiveReporter, PlainReporter, print_summary
+from .run.runner import RunOptions, run_plan
+from .run.signing import MonitorKeyError, key_id, load_public, public_b64
+from .scenario import Scenario, Section
+
+__all__ = ["DEMO_ENV", "Fix", "find_fixes", "run_demo", "sandbox_tree"]
+
+SSHD = Path("/usr/sbin/sshd")
+DEMO_ENV = "cand-001"  # the one environment of the demo's inventory
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+#: The candidate's machine in miniature: path (relative to the sandbox) -> (mode, text).
+_TREE: dict[str, tuple[int, str]] = {
+    "etc/hostname": (0o644, "web01\n"),
+    "etc/hosts": (
+        0o644,
+        "127.0.0.1\tlocalhost\n127.0.1.1\tweb01\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    ),
+    "etc/nginx/nginx.conf": (
+        0o644,
+        textwrap.dedent(
+            """\
+            user www-data;
+            worker_processes auto;
+            events { worker_connections 768; }
+            http {
+                access_log /var/log/app/access.log;
+                server {
+                    listen 80 default_server;
+                    root /srv/www;
+                    index index.html;
+                }
+            }
+            """
+        ),
+    ),
+    "etc/ssh/sshd_config": (
+        0o644,
+        textwrap.dedent(
+            """\
+            Include /etc/ssh/sshd_config.d/*.conf
+            Port 22
+            PermitRootLogin prohibit-password
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            UsePAM yes
+            X11Forwarding no
+            Subsystem sftp /usr/lib/openssh/sftp-server
+            """
+        ),
+    ),
+    "var/log/app/access.log": (0o640, '127.0.0.1 - - [01/Jan/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 612\n'),
+    "var/log/app/error.log": (0o640, ""),
+    "srv/www/index.html": (0o644, "<!doctype html>\n<title>web01</title>\n<h1>It works.</h1>\n"),
+}
+
+
+def sandbox_tree(root: Path) -> None:
+    """Create the candidate's small fake filesystem under ``root`` (an existing, empty folder)."""
+    for rel, (mode, text) in _TREE.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo; see the module docstring.
+
+    Args:
+        args: ``server`` (``auto|openssh|asyncssh``), ``audit`` (folder for the audit logs),
+            ``keep`` (leave the temp folder), ``plain`` (no live table).
+
+    Returns:
+        The exit status.
+    """
+    console = Console(highlight=False, soft_wrap=True)
+    demo = _Demo(args, console)
+    with _sigterm_as_interrupt():
+        try:
+            return demo.main()
+        except _DemoError as exc:
+            console.print(Text(f"chaosrun demo: {exc}", style="red"))
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            console.print(Text("\nchaosrun demo: interrupted", style="yellow"))
+            return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM unwind like Ctrl-C, so every ``finally`` (server, temp folder) still runs."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Score:
+    ok: bool
+    points: float
+    max_points: float
+    audit: Path | None
+    interrupted: bool
+
+    @property
+    def text(self) -> str:
+        return f"{self.points:g}/{self.max_points:g}"
+
+    @property
+    def full(self) -> bool:
+        return self.ok and self.max_points > 0 and self.points == self.max_points
+
+
+class _Demo:
+    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+        self.args = args
+        self.console = console
+        self.audit_dir = Path(args.audit).absolute()
+        self.key_path: Path | None = None  # the demo's throwaway monitor key, in the temp folder
+        self.live = sys.stderr.isatty() and not args.plain
+        self.steps = 0
+
+    # narration
+
+    def heading(self, text: str) -> None:
+        self.steps += 1
+        self.console.print()
+        self.console.rule(Text(f"{self.steps}. {text}", style="bold"), align="left")
+
+    def say(self, text: str, style: str | None = None) -> None:
+        self.console.print(Text(text, style=style or ""))
+
+    # the demo
+
+    def main(self) -> int:
+        scenario_path = data_dir("scenarios") / "demo.yaml"
+        workdir = Path(tempfile.mkdtemp(prefix="chaosrun-demo-"))
+        try:
+            passed, verdict = self._in(workdir, scenario_path)
+        finally:
+            if self.args.keep:
+                self.say(f"kept the testenv folder {workdir} (--keep); remove it when done")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+                self.say(f"removed the testenv folder {workdir}")
+        self.console.print()
+        self.say(verdict, "bold green" if passed else "bold red")
+        return EXIT_OK if passed else EXIT_FAILED
+
+    def _in(self, workdir: Path, scenario_path: Path) -> tuple[bool, str]:
+        """The demo proper; returns whether it passed and its one-line verdict."""
+        sandbox = workdir / "testenv"
+        sandbox.mkdir()
+        sandbox_tree(sandbox)
+        remote_tmp = workdir / "testenv-tmp"  # where the chaos binaries land, briefly
+        remote_tmp.mkdir(mode=0o700)
+        # The audit logs are signed with a throwaway monitor key, so the demo leaves the
+        # operator's real key (~/.config/chaosrun/monitor_ed25519) alone; its public half
+        # is kept beside the logs, so they can be checked later.
+        self.key_path = workdir / "monitor_ed25519"
+        self.say("chaosrun demo: break a small web server's files, grade them, repair them, grade again.", "bold")
+        self.say(f"testenv folder (the candidate's machine): {workdir}")
+        self.say(f"scenario: {scenario_path}")
+
+        with self._server(workdir) as server:
+            inventory = self._write_inventory(workdir, server, remote_tmp)
+            self.say(f"inventory: {inventory}")
+
+            scenario = load_scenario(scenario_path)
+            scenario = dataclasses.replace(scenario, vars={**scenario.vars, "root": str(sandbox)})
+            inv = load_inventory(inventory)
+
+            self.heading("run: inject the scenario's chaos steps")
+            self.say("The first run compiles each Go module once (cached afterwards), uploads it over SSH,")
+            self.say("runs it, and waits for its encrypted callback; the binary is deleted right after.")
+            run = self._run(scenario, inv, Section.STEPS)
+            if run.interrupted:
+                raise KeyboardInterrupt
+            self._show_damage(sandbox)
+
+            self.heading("verify: grade the candidate's machine before any repair")
+            before = self._run(scenario, inv, Section.VERIFY)
+            if before.interrupted:
+                raise KeyboardInterrupt
+            self.say(f"points before the repair: {before.text} (nothing is repaired yet)", "bold")
+
+            self.heading("repair: what a candidate would do")
+            self._repair(sandbox, scenario.vars)
+
+            self.heading("verify again: grade the repaired machine")
+            after = self._run(scenario, inv, Section.VERIFY)
+            if after.interrupted:
+                raise KeyboardInterrupt
+            self.say(f"points after the repair: {after.text}", "bold")
+
+        self.heading("audit: check each run's hash-chained, signed log")
+        public = self._keep_public_key()
+        if public is not None:
+            self.say(f"The demo signed its logs with a throwaway monitor key; its public half is {public}")
+        audits_ok = True
+        for score in (run, before, after):
+            audits_ok &= self._check_audit(score.audit, public)
+
+        passed = run.ok and after.full and audits_ok
+        verdict = (
+            f"demo {'passed' if passed else 'FAILED'}: run {'ok' if run.ok else 'FAILED'}, "
+            f"audit logs {'intact' if audits_ok else 'BROKEN'}; {before.text} points before the repair, "
+            f"{after.text} points after"
+        )
+        return passed, verdict
+
+    # steps of the demo
+
+    @contextlib.contextmanager
+    def _server(self, workdir: Path) -> Iterator[LocalSshd]:
+        choice = self.args.server
+        auto = choice == "auto"
+        if auto:
+            # sshd needs root for its privilege separation; without it, the in-process server.
+            choice = "openssh" if SSHD.is_file() and os.geteuid() == 0 else "asyncssh"
+        with contextlib.ExitStack() as stack:
+            server: LocalSshd | None = None
+            if choice == "openssh":
+                try:
+                    server = stack.enter_context(local_sshd(workdir))
+                    what = f"OpenSSH sshd, pid {server.pid}"
+                except LocalSshdError as exc:
+                    if not auto:
+                        raise _DemoError(f"cannot start OpenSSH's sshd: {exc}\n(try --server asyncssh)") from None
+                    self.say(f"OpenSSH's sshd did not start ({exc}); using the in-process server instead", "yellow")
+            if server is None:
+                try:
+                    server = stack.enter_context(local_asyncssh_server(workdir))
+                except LocalSshdError as exc:
+                    raise _DemoError(f"cannot start the in-process SSH server: {exc}") from None
+                what = f"in-process asyncssh server, pid {server.pid} (this process)"
+            stack.callback(self.say, f"stopped the local SSH server on {server.host}:{server.port}")
+            self.say(f"local SSH server: {what}, listening on {server.host}:{server.port}")
+            yield server
+
+    def _write_inventory(self, workdir: Path, server: LocalSshd, remote_tmp: Path) -> Path:
+        host = {
+            "host": server.host,
+            "port": server.port,
+            "user": server.user,
+            "identity": str(server.identity),
+            "known_hosts": str(server.known_hosts),
+            "tmp_dir": str(remote_tmp),
+        }
+        path = workdir / "inventory.yml"
+        # JSON is YAML: one line per environment, no quoting surprises.
+        inventory = {"environments": {DEMO_ENV: {"web": host}}}
+        path.write_text(
+            "# chaosrun demo: one candidate, reached over the local SSH server\n" + json.dumps(inventory, indent=2)
+        )
+        return path
+
+    def _run(self, scenario: Scenario, inventory: Inventory, section: Section) -> _Score:
+        plan = build_plan(scenario, seed=new_seed(), inventory=inventory)
+        reporter: Any = LiveReporter() if self.live else PlainReporter(sys.stdout)
+        options = RunOptions(
+            audit_dir=self.audit_dir, section=section, parallel=1, reporter=reporter, key_path=self.key_path
+        )
+        try:
+            report = trio.run(run_plan, plan, options)
+        except (AuditError, MonitorKeyError) as exc:
+            raise _DemoError(str(exc)) from None
+        finally:
+            if self.live:
+                reporter.stop()
+        sys.stdout.flush()
+        print_summary(report, self.console)
+        points = sum(e.points for e in report.environments)
+        max_points = sum(e.max_points for e in report.environments)
+        return _Score(report.ok, points, max_points, report.audit_path, report.interrupted)
+
+    def _show_damage(self, sandbox: Path) -> None:
+        self.say("What the candidate finds now (paths relative to the testenv):")
+        for path in sorted(p for p in sandbox.rglob("*") if p.is_file()):
+            st = path.stat()
+            rel = path.relative_to(sandbox)
+            self.say(f"  {st.st_mode & 0o7777:04o} {_size(st.st_size):>8}  {rel}")
+
+    def _repair(self, sandbox: Path, vars: Mapping[str, Any]) -> None:
+        """Repair the sandbox the way a candidate would: look around, then fix what looks wrong."""
+        self.say(f"The candidate logs in and looks around (here, relative to {sandbox}):")
+        fixes = find_fixes(sandbox, str(vars.get("site") or ""))
+        if not fixes:
+            self.say("  nothing looks broken (did the run do anything?)", "yellow")
+        for fix in fixes:
+            self.say(f"  # {fix.why}", "dim")
+            self.say(f"  $ {fix.command}", "cyan")
+            fix.apply()
+
+    def _keep_public_key(self) -> Path | None:
+        """Copy the throwaway key's public half next to the audit logs; return its path there."""
+        if self.key_path is None or not self.key_path.exists():
+            return None
+        public = load_public(self.key_path)
+        kept = self.audit_dir / f"demo-key-{key_id(public)}.pub"
+        kept.write_text(public_b64(public) + "\n")
+        return kept
+
+    def _check_audit(self, path: Path | None, public: Path | None) -> bool:
+        """Run ``chaosrun audit verify --key PUBLIC PATH`` on one log; True if it holds."""
+        if path is None:
+            self.say("  (no audit log)", "red")
+            return False
+        argv = ["audit", "verify", *(["--key", str(public)] if public else []), str(path)]
+        self.say(f"  $ chaosrun {' '.join(argv)}", "cyan")
+        sys.stdout.flush()
+        with contextlib.redirect_stdout(_Indented(sys.stdout)):
+            code = cli_main(argv)
+        return code == 0
+
+
+class _Indented(io.TextIOBase):
+    """A text stream that indents every line written to it, for output of a nested command."""
+
+    def __init__(self, target: TextIO) -> None:
+        self._target = target
+        self._at_start = True
+
+    def write(self, text: str) -> int:
+        for piece in text.splitlines(keepends=True):
+            if self._at_start:
+                self._target.write("  ")
+            self._target.write(piece)
+            self._at_start = piece.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+
+class _DemoError(Exception):
+    """The demo cannot go on; the message says why."""
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KB", "MB", "GB"):
+        value /= 1024
+        if value < 1024 or unit == "GB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fix:
+    """One repair: the shell command a candidate would type, why, and the same in Python."""
+
+    why: str
+    command: str
+    apply: Callable[[], None]
+
+
+def find_fixes(sandbox: Path, site: str) -> list[Fix]:
+    """What a candidate would find broken in the demo's sandbox, and how they would fix it.
+
+    It looks at the files, not at what the scenario did: a runaway file under var/log,
+    a config under etc/ that nobody may read, a hosts entry for ``site``, and an
+    sshd_config line that ``sshd -t`` would reject.
+    """
+    fixes: list[Fix] = []
+    for path in sorted((sandbox / "var" / "log").rglob("*")):
+        if path.is_file() and path.stat().st_size >= 1 << 20:
+            rel = path.relative_to(sandbox)
+            why = f"du -ah var/log | sort -h: {rel} holds {_size(path.stat().st_size)} of junk"
+            fixes.append(Fix(why, f"rm {rel}", path.unlink))
+    for path in sorted((sandbox / "etc").rglob("*")):
+        mode = path.stat().st_mode & 0o7777
+        if path.is_file() and mode & 0o444 == 0:
+            rel = path.relative_to(sandbox)
+            why = f"nginx -t: permission denied reading {rel} (mode {mode:04o})"
+            fixes.append(Fix(why, f"chmod 0644 {rel}", _chmod(path, 0o644)))
+    hosts = sandbox / "etc" / "hosts"
+    if site and any(_names_host(line, site) for line in hosts.read_text().splitlines()):
+        why = f"getent hosts {site}: a wrong address is pinned in etc/hosts"
+        fixes.append(
+            Fix(why, f"sed -i '/{site}/d' etc/hosts", _drop_lines(hosts, lambda line: _names_host(line, site)))
+        )
+    sshd_config = sandbox / "etc" / "ssh" / "sshd_config"
+    bad = [line for line in sshd_config.read_text().splitlines() if _bad_permit_root(line)]
+    if bad:
+        why = f"sshd -t: bad value in {bad[0].strip()!r}"
+        command = "sed -i 's/^PermitRootLogin .*/PermitRootLogin prohibit-password/' etc/ssh/sshd_config"
+        fixes.append(Fix(why, command, _fix_permit_root(sshd_config)))
+    return fixes
+
+
+def _names_host(line: str, name: str) -> bool:
+    """A hosts(5) line that gives an address for ``name``."""
+    fields = line.split("#", 1)[0].split()
+    return name in fields[1:]
+
+
+def _chmod(path: Path, mode: int) -> Callable[[], None]:
+    return lambda: path.chmod(mode)
+
+
+def _drop_lines(path: Path, drop: Callable[[str], bool]) -> Callable[[], None]:
+    def action() -> None:
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(line for line in lines if not drop(line)))
+
+    return action
+
+
+_PERMIT_ROOT = re.compile(r"^\s*PermitRootLogin\s+(\S+)\s*$", re.IGNORECASE)
+_PERMIT_ROOT_VALUES = {"yes", "no", "prohibit-password", "without-password", "forced-commands-only"}
+
+
+def _bad_permit_root(line: str) -> bool:
+    if not line.lstrip().lower().startswith("permitrootlogin"):
+        return False
+    match = _PERMIT_ROOT.match(line)
+    return match is None or match.group(1) not in _PERMIT_ROOT_VALUES
+
+
+def _fix_permit_root(path: Path) -> Callable[[], None]:
+    def action() -> None:
+        lines = path.read_text().splitlines(keepends=True)
+        fixed = ["PermitRootLogin prohibit-password\n" if _bad_permit_root(line) else line for line in lines]
+        path.write_text("".join(fixed))
+
+    return action

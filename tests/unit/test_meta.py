@@ -1,0 +1,133 @@
+"""Meta-tests: every module folder is complete and declares itself in the agreed subset.
+
+The subset is the one docs/module-authoring.md names: both lint (Python, jsonschema) and
+the kit (Go, chaos_go/kit/params.go) must understand every declaration.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from chaosrun.modules import ModuleKind, catalogue
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULES = ROOT / "chaos_go" / "modules"
+FOLDERS = sorted(p for p in MODULES.iterdir() if p.is_dir())
+IDS = [p.name for p in FOLDERS]
+
+TOP_KEYS = {
+    "$schema", "title", "description", "x-kind", "x-rank", "type", "properties", "required",
+    "additionalProperties", "x-result",
+}
+PARAM_KEYS = {"type", "enum", "minimum", "maximum", "pattern", "default", "description", "items"}
+ITEM_KEYS = PARAM_KEYS - {"default", "description", "items"}
+RESULT_KEYS = {"type", "description", "items"}
+TYPES = {"string", "integer", "number", "boolean", "array"}
+PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,), "array": (list,),
+}
+
+
+def _declaration(folder: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((folder / "params.schema.json").read_text(encoding="utf-8"))
+    return data
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind in ("integer", "number") and isinstance(value, bool):
+        return False
+    return isinstance(value, PY_TYPES[kind])
+
+
+def test_the_documented_subset_is_what_this_test_enforces() -> None:
+    doc = (ROOT / "docs" / "module-authoring.md").read_text(encoding="utf-8")
+    for word in ("`type`", "`enum`", "`minimum`", "`maximum`", "`pattern`", "`default`", "`description`",
+                 "items.type", "`required`", '"additionalProperties": false', "x-kind", "x-rank", "x-result"):
+        assert word in doc, word
+
+
+def test_there_are_modules_of_both_kinds() -> None:
+    kinds = {d.kind for d in catalogue().values()}
+    assert kinds == {ModuleKind.CHAOS, ModuleKind.PROBE}
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_module_folder_has_code_declaration_and_a_test(folder: Path) -> None:
+    assert (folder / "main.go").is_file()
+    assert (folder / "params.schema.json").is_file()
+    assert list(folder.glob("*_test.go")), "each module has a *_test.go"
+    assert re.fullmatch(r"[a-z][a-z0-9_]*", folder.name)
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_module_code_embeds_its_declaration_under_its_own_name(folder: Path) -> None:
+    code = (folder / "main.go").read_text(encoding="utf-8")
+    assert "//go:embed params.schema.json" in code
+    assert f'Name: "{folder.name}"' in code
+    kind = _declaration(folder)["x-kind"]
+    assert f"Kind: kit.{kind.capitalize()}" in code
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_declaration_is_a_valid_draft_2020_12_schema(folder: Path) -> None:
+    data = _declaration(folder)
+    assert data["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(data)
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_declaration_names_its_kind_title_and_purpose(folder: Path) -> None:
+    data = _declaration(folder)
+    assert data["title"] == folder.name
+    assert data["x-kind"] in ("chaos", "probe")
+    assert isinstance(data.get("x-rank"), int) and not isinstance(data["x-rank"], bool)
+    assert isinstance(data.get("description"), str) and len(data["description"]) > 20
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_declaration_uses_only_the_documented_subset(folder: Path) -> None:
+    data = _declaration(folder)
+    assert set(data) <= TOP_KEYS, set(data) - TOP_KEYS
+    assert data["type"] == "object" and data["additionalProperties"] is False
+    properties = data.get("properties", {})
+    assert set(data.get("required", [])) <= set(properties)
+    for name, spec in properties.items():
+        where = f"{folder.name}.{name}"
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", name), where
+        assert set(spec) <= PARAM_KEYS, (where, set(spec) - PARAM_KEYS)
+        assert spec.get("type") in TYPES, where
+        assert isinstance(spec.get("description"), str) and spec["description"], f"{where} needs a description"
+        if spec["type"] == "array":
+            items = spec.get("items")
+            assert isinstance(items, dict) and items.get("type") in TYPES - {"array"}, f"{where}: items.type"
+            assert set(items) <= ITEM_KEYS, (where, set(items) - ITEM_KEYS)
+        else:
+            assert "items" not in spec, where
+        if "pattern" in spec:
+            re.compile(spec["pattern"])
+        for value in spec.get("enum", []):
+            assert _is(value, spec["type"]), f"{where}: enum value {value!r}"
+        if "default" in spec:
+            jsonschema.Draft202012Validator(spec).validate(spec["default"])
+            assert name not in data.get("required", []), f"{where}: a required parameter has no default"
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_declaration_documents_its_result_fields(folder: Path) -> None:
+    results = _declaration(folder).get("x-result", {})
+    assert results, "x-result documents what when: and expect: can read"
+    for name, spec in results.items():
+        where = f"{folder.name} result {name}"
+        assert set(spec) <= RESULT_KEYS, where
+        assert spec.get("type") in TYPES | {"object"}, where
+        assert isinstance(spec.get("description"), str) and spec["description"], where
+
+
+def test_the_catalogue_holds_every_folder_and_nothing_else() -> None:
+    assert sorted(catalogue()) == IDS
