@@ -160,4 +160,8 @@ def test_ctrl_c_mid_run_cleans_every_target_and_closes_the_audit_log(exam: Exam)
     assert records[-1]["event"] == "seal"
     assert records[-2]["event"] == "run_end" and records[-2]["interrupted"] is True
     assert sum(1 for r in records if r["event"] == "cleanup") == 2
+    ends = {r["step"]: r for r in records if r["event"] == "step_end"}
+    assert {k: (v["status"], v["reason"]) for k, v in ends.items()} == {
+        "long_a": ("failed", "interrupted"), "long_b": ("failed", "interrupted")}
+    assert records[-2]["environments"]["cand-001"]["ok"] is False
     assert verify_file(logs[0]).ok

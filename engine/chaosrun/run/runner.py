@@ -640,48 +640,57 @@ async def _run_section(env: _Env, steps: tuple[PlannedStep, ...]) -> None:
         env.finished[step.slot] = trio.Event()
 
     async def one(step: PlannedStep) -> None:
-        for slot in step.after:
-            await env.finished[slot].wait()
+        outcome: StepOutcome | None = None
+        started = False
         try:
+            for slot in step.after:
+                await env.finished[slot].wait()
+            started = True
             outcome = await _run_step(env, step)
         except AuditError as exc:
             outcome = StepOutcome(step.id, step.slot, step.kind, step.module, StepStatus.FAILED, f"audit log: {exc}")
         finally:
-            if "outcome" not in locals():
-                outcome = StepOutcome(step.id, step.slot, step.kind, step.module, StepStatus.FAILED, "interrupted")
+            if outcome is None:  # cancelled (Ctrl-C): say so, whether it had started or not
+                status, reason = (StepStatus.FAILED, "interrupted") if started else (
+                    StepStatus.SKIPPED, "run interrupted before this step started")
+                outcome = StepOutcome(step.id, step.slot, step.kind, step.module, status, reason,
+                                      max_points=step.points if step.section is Section.VERIFY else 0.0)
             env.outcomes[step.id] = outcome
             if step.slot != step.id:
                 env.outcomes[step.slot] = outcome
                 for other in step.skipped_options:
                     env.outcomes[other] = StepOutcome(other, step.slot, step.kind, None, StepStatus.SKIPPED, "not picked by one_of")
             env.finished[step.slot].set()
-        with trio.CancelScope(shield=True):
-            await env.ctx.audit.record(
-                "step_end", env=env.name, step=step.id, status=outcome.status.value, reason=outcome.reason,
-                duration=outcome.duration, attempts=outcome.attempts, points=outcome.points,
-            )
-        env.ctx.options.reporter.step_finished(env.name, outcome)
+            with trio.CancelScope(shield=True):
+                await env.ctx.audit.record(
+                    "step_end", env=env.name, step=step.id, status=outcome.status.value, reason=outcome.reason,
+                    duration=outcome.duration, attempts=outcome.attempts, points=outcome.points,
+                )
+            env.ctx.options.reporter.step_finished(env.name, outcome)
 
     async with trio.open_nursery() as nursery:
         for step in steps:
             nursery.start_soon(one, step)
 
 
-async def _run_env(ctx: _Context, plan: EnvPlan, limiter: trio.CapacityLimiter) -> EnvOutcome:
+async def _run_env(ctx: _Context, plan: EnvPlan, limiter: trio.CapacityLimiter, out: dict[str, EnvOutcome]) -> None:
+    """Run one environment's section; its outcome lands in ``out`` even when cancelled."""
     section = plan.steps if ctx.options.section is Section.STEPS else plan.verify
     async with limiter:
         await ctx.audit.record("env_start", env=plan.name, targets={r: f"{t.user}@{t.host}:{t.port}" for r, t in plan.targets.items()})
-        async with AsyncExitStack() as stack:
-            env = _Env(ctx, plan, stack)
-            try:
+        env: _Env | None = None
+        try:
+            async with AsyncExitStack() as stack:
+                env = _Env(ctx, plan, stack)
                 await _run_section(env, section)
-            finally:
-                result = EnvOutcome(plan.name, [env.outcomes.get(s.id) or StepOutcome(
-                    s.id, s.slot, s.kind, s.module, StepStatus.FAILED, "interrupted") for s in section])
-        with trio.CancelScope(shield=True):
-            await ctx.audit.record("env_end", env=plan.name, ok=result.ok, points=result.points, max_points=result.max_points)
-    ctx.options.reporter.env_finished(result)
-    return result
+        finally:
+            done = env.outcomes if env is not None else {}
+            result = EnvOutcome(plan.name, [done.get(s.id) or StepOutcome(
+                s.id, s.slot, s.kind, s.module, StepStatus.SKIPPED, "run interrupted before this step started") for s in section])
+            out[plan.name] = result
+            with trio.CancelScope(shield=True):
+                await ctx.audit.record("env_end", env=plan.name, ok=result.ok, points=result.points, max_points=result.max_points)
+            ctx.options.reporter.env_finished(result)
 
 
 @asynccontextmanager
@@ -740,11 +749,8 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
         with trio.CancelScope() as run_scope:
             async with _interrupt_on_signals(run_scope, interrupted), open_bridge():
                 async with trio.open_nursery() as nursery:
-                    async def env_task(env_plan: EnvPlan) -> None:
-                        outcomes[env_plan.name] = await _run_env(ctx, env_plan, limiter)
-
                     for env_plan in plan.environments:
-                        nursery.start_soon(env_task, env_plan)
+                        nursery.start_soon(_run_env, ctx, env_plan, limiter, outcomes)
         envs = [outcomes.get(e.name) or EnvOutcome(e.name) for e in plan.environments]
         report = RunReport(run_id, options.section, audit.path, plan.seed, envs, bool(interrupted), error)
         with trio.CancelScope(shield=True):
