@@ -84,13 +84,18 @@ def write_known_hosts(path: Path, host: str, port: int, public_key_line: str) ->
 
 
 @contextlib.contextmanager
-def local_sshd(workdir: Path, *, sshd_path: str | None = None) -> Iterator[LocalSshd]:
+def local_sshd(
+    workdir: Path, *, sshd_path: str | None = None, host: str = HOST, netns: str | None = None
+) -> Iterator[LocalSshd]:
     """Run an OpenSSH server on 127.0.0.1 for the duration of the block.
 
     Args:
         workdir: an existing folder; a fresh subfolder of it holds every file of this server.
         sshd_path: the sshd binary (default ``/usr/sbin/sshd``). sshd re-executes itself,
             so a relative name is resolved to an absolute path first.
+        host: the address to listen on (default 127.0.0.1).
+        netns: run sshd inside this network namespace (``ip netns exec``), listening on
+            ``host`` port 22; the caller made the namespace and gave it ``host``.
 
     Yields:
         The running server's coordinates and credentials.
@@ -118,13 +123,14 @@ def local_sshd(workdir: Path, *, sshd_path: str | None = None) -> Iterator[Local
     version = _sshd_version(sshd)
     last_error = ""
     for attempt in range(PORT_ATTEMPTS):
-        port = _free_port()
+        port = 22 if netns else _free_port()
         log = root / f"sshd-{attempt}.log"
         config = root / "sshd_config"
-        config.write_text(_config_text(root, port, host_key, authorized_keys, version))
-        proc = _spawn(sshd, config, log)
+        config.write_text(_config_text(root, port, host_key, authorized_keys, version).replace(
+            f"ListenAddress {HOST}", f"ListenAddress {host}"))
+        proc = _spawn(sshd, config, log, netns)
         try:
-            _wait_for_banner(proc, port, log)
+            _wait_for_banner(proc, port, log, host)
         except _PortTaken as exc:
             last_error = str(exc)
             _stop_tree(proc.pid, waiter=proc)
@@ -134,9 +140,9 @@ def local_sshd(workdir: Path, *, sshd_path: str | None = None) -> Iterator[Local
             raise
 
         known_hosts = root / "known_hosts"
-        write_known_hosts(known_hosts, HOST, port, host_public)
+        write_known_hosts(known_hosts, host, port, host_public)
         server = LocalSshd(
-            host=HOST,
+            host=host,
             port=port,
             user=user,
             identity=identity,
@@ -242,12 +248,13 @@ def _free_port() -> int:
         return port
 
 
-def _spawn(sshd: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
+def _spawn(sshd: str, config: Path, log: Path, netns: str | None = None) -> subprocess.Popen[bytes]:
     # -E sends sshd's own log to the file; stderr goes there too for errors printed before
     # logging is set up (e.g. a bad config line).
     with log.open("ab") as log_file:
         return subprocess.Popen(
-            [sshd, "-D", "-e", "-E", str(log), "-f", str(config)],
+            # `ip netns exec` execs sshd in place: the pid stays sshd's own.
+            [*(["ip", "netns", "exec", netns] if netns else []), sshd, "-D", "-e", "-E", str(log), "-f", str(config)],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
@@ -259,7 +266,7 @@ class _PortTaken(LocalSshdError):
     pass
 
 
-def _wait_for_banner(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+def _wait_for_banner(proc: subprocess.Popen[bytes], port: int, log: Path, host: str = HOST) -> None:
     """Poll until sshd answers with its SSH-2.0 banner; raise with the log tail otherwise."""
     deadline = time.monotonic() + START_TIMEOUT
     delay = 0.005
@@ -270,19 +277,19 @@ def _wait_for_banner(proc: subprocess.Popen[bytes], port: int, log: Path) -> Non
             if "Address already in use" in tail:
                 raise _PortTaken(f"port {port} taken")
             raise LocalSshdError(f"sshd exited with status {code} at start; log tail:\n{tail}")
-        if _banner_ok(port):
+        if _banner_ok(port, host):
             return
         if time.monotonic() > deadline:
             raise LocalSshdError(
-                f"sshd gave no SSH-2.0 banner on {HOST}:{port} within {START_TIMEOUT}s; log tail:\n{_tail(log)}"
+                f"sshd gave no SSH-2.0 banner on {host}:{port} within {START_TIMEOUT}s; log tail:\n{_tail(log)}"
             )
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
 
 
-def _banner_ok(port: int) -> bool:
+def _banner_ok(port: int, host: str = HOST) -> bool:
     try:
-        with socket.create_connection((HOST, port), timeout=1.0) as s:
+        with socket.create_connection((host, port), timeout=1.0) as s:
             data = b""
             while b"\n" not in data and len(data) < 256:
                 chunk = s.recv(256)

@@ -40,6 +40,7 @@ CLEANUP_TIMEOUT = 15.0
 EXIT_GRACE = 5.0  # after the result: how long the binary may take to exit
 RESULT_GRACE = 2.0  # after the binary exited: how long an in-flight result may take
 HASH_MISMATCH = 97  # exit status of the exec wrapper when the uploaded file changed
+MAX_UPLOADS = 16  # binaries being copied at once, across all environments (memory bound)
 MAX_PENDING_CONNECTIONS = 64  # unauthenticated callback connections held at once per step
 
 
@@ -272,6 +273,7 @@ class _Context:
     builds: _Builds
     run_id: str
     dial_ip: str
+    uploads: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(MAX_UPLOADS))
 
 
 class _Listener:
@@ -446,7 +448,8 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
                 token_id=secret.token_id,
             )
             try:
-                await conn.write_file(remote, data, 0o700)
+                async with ctx.uploads:  # bounds memory: each upload in flight buffers a binary
+                    await conn.write_file(remote, data, 0o700)
             except SshError as exc:
                 raise StepFailed(f"deploy to {label}:{remote} failed: {exc.reason}") from None
             await ctx.audit.record("deploy", env=env.name, step=step.id, host=label, path=remote, sha256=binary.sha256, size=binary.size)
