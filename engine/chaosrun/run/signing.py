@@ -63,12 +63,12 @@ def load_or_create_key(path: Path | None = None) -> Ed25519PrivateKey:
     if path.stat().st_mode & 0o077:
         raise MonitorKeyError(f"monitor key {path} is readable by others; chmod 600 it")
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        loaded = serialization.load_pem_private_key(data, password=None)
     except ValueError as exc:
         raise MonitorKeyError(f"monitor key {path} is not a PEM private key: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
+    if not isinstance(loaded, Ed25519PrivateKey):
         raise MonitorKeyError(f"monitor key {path} is not an Ed25519 key")
-    return key
+    return loaded
 
 
 def load_public(path: Path) -> Ed25519PublicKey:

@@ -503,7 +503,7 @@ class _TunnelSession(asyncssh.SSHTCPSession[bytes]):
         self._eof = False
         self._task: Any = None
 
-    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self._chan = chan
         self._task = self._loop.create_task(self._connect())
 
