@@ -104,6 +104,22 @@ def _load(args: argparse.Namespace) -> tuple[Scenario, Inventory | None]:
     return scenario, inventory
 
 
+def raise_fd_limit(wanted: int = 65536) -> int:
+    """Raise this process's open-file limit toward the hard limit (each environment holds
+    an SSH connection and a listener per running step). Returns the soft limit in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 def _run(args: argparse.Namespace, section: Section) -> int:
     import trio
     from rich.console import Console
@@ -114,6 +130,10 @@ def _run(args: argparse.Namespace, section: Section) -> int:
     scenario, inventory = _load(args)
     seed = args.seed if args.seed is not None else new_seed()
     plan = build_plan(scenario, seed=seed, inventory=inventory)
+    limit = raise_fd_limit()
+    if limit < 4 * min(args.parallel, len(plan.environments)) + 64:
+        print(f"chaosrun: warning: only {limit} open files allowed; raise `ulimit -n` for "
+              f"{len(plan.environments)} environments at --parallel {args.parallel}", file=sys.stderr)
     fmt = getattr(args, "format", "text")
     live = sys.stderr.isatty() and fmt == "text" and not args.plain
     reporter: Any = LiveReporter() if live else PlainReporter()
