@@ -76,8 +76,10 @@ def generate(steps: int) -> str:
                 f"  - id: {sid}",
                 "    needs: []",
                 "    one_of:",
-                f"      - {{ id: {sid}_a, target: web, chaos: chmod, with: {{ path: '${{vars.root}}/a', mode: '0000' }} }}",
-                f"      - {{ id: {sid}_b, target: web, chaos: chown, with: {{ path: '${{vars.root}}/b', user: nobody }} }}",
+                f"      - {{ id: {sid}_a, target: web, chaos: chmod,",
+                "          with: { path: '${vars.root}/a', mode: '0000' } }",
+                f"      - {{ id: {sid}_b, target: web, chaos: chown,",
+                "          with: { path: '${vars.root}/b', user: nobody } }",
             ]
         elif kind == 4:
             out += [

@@ -154,6 +154,7 @@ class _Linter:
         self.s = scenario
         self.modules = modules
         self.errors: list[ScenarioError] = []
+        self._template_refs: dict[int, list[NameRef]] = {}  # id(Template): the scenario keeps them alive
 
     def run(self) -> list[ScenarioError]:
         self._duplicate_ids()
@@ -213,7 +214,14 @@ class _Linter:
             probe_decl = decl if step.kind is StepKind.PROBE else None
             self._names(step.expect.names(), step, graph, top, in_expect=True, decl=probe_decl)
         for template in iter_templates(step.params):
-            self._names(template.names(), step, graph, top, in_expect=False)
+            self._names(self._refs(template), step, graph, top, in_expect=False)
+
+    def _refs(self, template: Template) -> list[NameRef]:
+        """``template.names()``, computed once per template (params are checked twice)."""
+        key = id(template)
+        if key not in self._template_refs:
+            self._template_refs[key] = template.names()
+        return self._template_refs[key]
 
     def _module(self, step: Step) -> ModuleDecl | None:
         if step.module is None:
@@ -249,7 +257,7 @@ class _Linter:
         static_scope = {"vars": self.s.vars}
         for key, value in step.params.items():
             templates = list(iter_templates(value))
-            refs = [ref for t in templates for ref in t.names()]
+            refs = [ref for t in templates for ref in self._refs(t)]
             unknown_var = any(r.path[:1] == ("vars",) and not self._var_known(r.path) for r in refs)
             if unknown_var or _has_broken_template(value):
                 # the broken ${ or the unknown variable is reported already; its value is unknown

@@ -161,6 +161,16 @@ def test_json_format_carries_the_same_errors_as_the_text() -> None:
         assert text == _expected(case).splitlines()
 
 
+def test_every_error_example_in_the_reference_is_real_lint_output() -> None:
+    doc = (ROOT / "docs" / "scenario.md").read_text(encoding="utf-8")
+    section = doc.split("### The kinds of error", 1)[1].split("Found later", 1)[0]
+    examples = [row.rsplit("| `", 1)[1].rsplit("` |", 1)[0] for row in section.splitlines() if row.endswith("` |")]
+    assert len(examples) >= 50
+    printed = {line.split(": ", 1)[1] for case in BAD for line in _expected(case).splitlines()}
+    missing = [e for e in examples if e not in printed]
+    assert missing == [], "docs/scenario.md shows messages lint does not print"
+
+
 def update() -> None:
     """Rewrite every ``bad/*.expected`` from the current output (review the diff!)."""
     for case in BAD:

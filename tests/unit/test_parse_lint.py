@@ -11,13 +11,18 @@ import io
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from chaosrun._source import Span
+from chaosrun import _schema
+from chaosrun._source import Span, load_yaml
 from chaosrun.cli import main
 from chaosrun.expr import Template
 from chaosrun.lint import check_scenario_text, load_scenario
+from chaosrun.modules import catalogue
 from chaosrun.parse import parse_scenario
 from chaosrun.scenario import Scenario, Section, StepKind, format_duration, parse_duration
 
@@ -538,3 +543,69 @@ def test_json_format_of_a_clean_file_is_ok_with_no_errors(tmp_path: Path) -> Non
     path = tmp_path / "s.yaml"
     path.write_text(_text("steps:\n  - { id: p, wait: 1s }\n"))
     assert _lint_json(str(path)) == (0, {"ok": True, "errors": []})
+
+
+# --------------------------------------------------------------------------- schema fast path
+
+ROOT = Path(__file__).resolve().parents[2]
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 70000), st.floats(-2, 2, allow_nan=False),
+    st.sampled_from(["", "x", "30s", "5", "KILL", "web", "Bad Name", "20000-60999", "/tmp", "1-2"]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["id", "wait", "x", "host"]), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+def _replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = _replaced(value[path[0]], path[1:], new)
+    return copy
+
+
+def _example_data() -> list[Any]:
+    files = [*sorted((ROOT / "scenarios").glob("*.yaml")), *sorted((ROOT / "tests/golden/good").glob("[!i]*.yaml"))]
+    return [load_yaml(p.read_text(encoding="utf-8"), str(p)).plain() for p in files]
+
+
+def test_the_schema_fast_path_is_taken_for_every_valid_example() -> None:
+    validator = _schema.validator_for("scenario.schema.json")
+    for data in _example_data():
+        assert _schema._surely_valid(validator.schema, data, validator.schema["$defs"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_the_schema_fast_path_never_calls_invalid_data_valid(data: st.DataObject) -> None:
+    validator = _schema.validator_for("scenario.schema.json")
+    base = data.draw(st.sampled_from(_example_data()))
+    path = data.draw(st.sampled_from(_paths(base)))
+    mutated = _replaced(base, path, data.draw(_VALUES))
+    if _schema._surely_valid(validator.schema, mutated, validator.schema["$defs"]):
+        assert list(validator.iter_errors(mutated)) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_fast_path_agrees_with_module_declarations(data: st.DataObject) -> None:
+    decl = data.draw(st.sampled_from(list(catalogue().values())))
+    names = st.sampled_from([p.name for p in decl.params] + ["bogus"])
+    params = data.draw(st.dictionaries(names, _SCALARS | st.lists(_SCALARS, max_size=2)))
+    if _schema._surely_valid(decl.validator.schema, params, {}):
+        assert list(decl.validator.iter_errors(params)) == []
