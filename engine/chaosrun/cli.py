@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import yaml
 from . import __version__
 from ._source import ScenarioError, ScenarioErrors, load_yaml
 from .inventory import Inventory, load_inventory, parse_inventory
-from .lint import check_scenario_text, load_scenario
+from .lint import check_scenario_text, lint_scenario, load_scenario
 from .modules import ModuleDecl, catalogue
 from .parse import read_source
 from .plan import build_plan, format_plan, plan_as_json
@@ -41,13 +42,23 @@ def _print_errors(errors: Sequence[ScenarioError], fmt: str = "text") -> None:
         print(f"{len(errors)} error{'s' if len(errors) != 1 else ''} in {files} file{'s' if files != 1 else ''}", file=sys.stderr)
 
 
+_SCENARIO_KEYS = frozenset({"version", "name", "steps", "verify", "targets", "vars", "monitor"})
+
+
 def is_inventory_text(text: str, file: str) -> bool:
-    """An inventory has ``environments`` and no ``version``; everything else is a scenario."""
+    """An inventory has ``environments`` or ``defaults`` and no scenario keys, or is named
+    like one (``inventory.yml``, ``exam-inv.yaml``); everything else is a scenario."""
+    stem = Path(file).stem.lower()
+    if "inventory" in stem or stem.endswith("-inv") or stem.startswith("inv-") or stem == "inv":
+        return True
     try:
         root = load_yaml(text, file)
     except ScenarioErrors:
         return False
-    return isinstance(root.value, dict) and "environments" in root.value and "version" not in root.value
+    if not isinstance(root.value, dict):
+        return False
+    keys = set(root.value)
+    return bool(keys & {"environments", "defaults"}) and not keys & _SCENARIO_KEYS
 
 
 def lint_files(paths: Sequence[str]) -> list[ScenarioError]:
@@ -99,7 +110,13 @@ def _with_vars(scenario: Scenario, assignments: Sequence[str]) -> Scenario:
 
 
 def _load(args: argparse.Namespace) -> tuple[Scenario, Inventory | None]:
-    scenario = _with_vars(load_scenario(args.scenario), getattr(args, "var", None) or [])
+    scenario = load_scenario(args.scenario)
+    assignments = getattr(args, "var", None) or []
+    if assignments:
+        scenario = _with_vars(scenario, assignments)
+        errors = lint_scenario(scenario)  # the new values must still fit the modules
+        if errors:
+            raise ScenarioErrors(errors)
     inventory = load_inventory(args.inventory) if getattr(args, "inventory", None) else None
     return scenario, inventory
 
@@ -239,7 +256,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _module_line(decl: ModuleDecl) -> str:
-    return f"  {decl.name:<18} {decl.description}"
+    first = decl.description.split(". ")[0].rstrip(".")
+    return f"  {decl.name:<18} {first}"
 
 
 def format_module(decl: ModuleDecl) -> str:
@@ -362,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     try:
         code: int = args.func(args)
+    except BrokenPipeError:  # `chaosrun modules | head`: the reader left, nothing is wrong
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except ScenarioErrors as exc:
         _print_errors(exc.errors)
         return EXIT_FAILED
