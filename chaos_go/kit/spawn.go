@@ -69,6 +69,21 @@ func Spawn(ctx context.Context, processName string, args map[string]any) (pid in
 	return pid, nil
 }
 
+// ArgInt reads an integer from the args of a Background function: they travel as JSON,
+// so numbers arrive as float64 (an int or int64 is taken too, for a test calling
+// Background directly). A missing or non-numeric argument is 0.
+func ArgInt(args map[string]any, key string) int64 {
+	switch v := args[key].(type) {
+	case float64:
+		return int64(v)
+	case int64:
+		return v
+	case int:
+		return int64(v)
+	}
+	return 0
+}
+
 // reapChild is the goroutine that collects a spawned child's exit status, should it end
 // while this process still runs, so it never lingers as a zombie.
 func reapChild(proc *os.Process) {

@@ -147,3 +147,12 @@ func TestBuiltBinaryUnlinksItselfAndSpawnsThroughProcSelfExe(t *testing.T) {
 		t.Errorf("logs: got %q; want the spawn line", got)
 	}
 }
+
+func TestArgIntReadsJSONNumbersAndGoIntegers(t *testing.T) {
+	args := map[string]any{"f": float64(3600), "i": 7, "i64": int64(-2), "s": "5"}
+	for key, want := range map[string]int64{"f": 3600, "i": 7, "i64": -2, "s": 0, "missing": 0} {
+		if got := ArgInt(args, key); got != want {
+			t.Errorf("ArgInt(%q) = %d; want %d", key, got, want)
+		}
+	}
+}

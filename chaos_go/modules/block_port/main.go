@@ -6,14 +6,13 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/sysexec"
 )
 
 //go:embed params.schema.json
@@ -143,7 +142,7 @@ func installNft(ctx context.Context, nft string, s blockSpec, r *kit.Report) err
 // that is installed (a failure there is a warning: IPv6 may be off).
 func installIptables(ctx context.Context, iptables string, s blockSpec, r *kit.Report) error {
 	tools := []string{iptables}
-	if ip6, err := lookTool("ip6tables", "ip6tables"); err == nil {
+	if ip6, err := sysexec.LookTool("ip6tables", "ip6tables"); err == nil {
 		tools = append(tools, ip6)
 	}
 	for i, tool := range tools {
@@ -179,7 +178,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	s := specFromParams(p)
 	backend := p.String("backend")
 	if backend == "auto" || backend == "nft" {
-		nft, err := lookTool("nft", "nft")
+		nft, err := sysexec.LookTool("nft", "nft")
 		if err == nil {
 			return installNft(ctx, nft, s, r)
 		}
@@ -187,7 +186,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 			return err
 		}
 	}
-	iptables, err := lookTool("iptables", "iptables")
+	iptables, err := sysexec.LookTool("iptables", "iptables")
 	if err != nil {
 		if backend == "auto" {
 			return errors.New("no firewall tool found: neither nft nor iptables is installed")
@@ -200,7 +199,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 // runTool runs tool with args and returns its stdout; a failure carries the
 // command line and the tool's own message.
 func runTool(ctx context.Context, stdin, tool string, args ...string) (string, error) {
-	stdout, stderr, err := runArgv(ctx, append([]string{tool}, args...), stdin)
+	stdout, stderr, err := sysexec.Run(ctx, append([]string{tool}, args...), stdin)
 	if err != nil {
 		msg := strings.TrimSpace(stderr)
 		if msg == "" {
@@ -209,92 +208,6 @@ func runTool(ctx context.Context, stdin, tool string, args ...string) (string, e
 		return stdout, fmt.Errorf("%s %s: %w: %s", filepath.Base(tool), strings.Join(args, " "), err, msg)
 	}
 	return stdout, nil
-}
-
-// runArgv runs argv (argv[0] a path, as lookTool returns it) in the C locale
-// with stdin as its input and returns what it printed; a non-zero exit is an
-// error such as "exit status 1", and ctx ending kills it. os.StartProcess,
-// not os/exec, which would add about 0.15 MB to the binary.
-func runArgv(ctx context.Context, argv []string, stdin string) (stdout, stderr string, err error) {
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		return "", "", err
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		closeAll(inR, inW)
-		return "", "", err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		closeAll(inR, inW, outR, outW)
-		return "", "", err
-	}
-	env := append(os.Environ(), "LC_ALL=C", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0")
-	proc, err := os.StartProcess(argv[0], argv, &os.ProcAttr{Env: env, Files: []*os.File{inR, outW, errW}})
-	closeAll(inR, outW, errW)
-	if err != nil {
-		closeAll(inW, outR, errR)
-		return "", "", err
-	}
-	go feed(inW, stdin) // an empty stdin is at its end at once
-	outc, errc := make(chan string, 1), make(chan string, 1)
-	go drain(outR, outc)
-	go drain(errR, errc)
-	stop := context.AfterFunc(ctx, func() { proc.Kill() })
-	state, err := proc.Wait()
-	stop()
-	stdout, stderr = <-outc, <-errc
-	if err == nil && !state.Success() {
-		err = errors.New(state.String())
-	}
-	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w (%v)", ctx.Err(), err)
-	}
-	return stdout, stderr, err
-}
-
-func closeAll(files ...*os.File) {
-	for _, f := range files {
-		f.Close()
-	}
-}
-
-// feed is the goroutine writing a child's stdin.
-func feed(w *os.File, s string) {
-	w.WriteString(s)
-	w.Close()
-}
-
-// drain is the goroutine reading one of a child's output pipes to its end.
-func drain(r *os.File, out chan<- string) {
-	b, _ := io.ReadAll(r)
-	r.Close()
-	out <- string(b)
-}
-
-// lookTool finds the executable name, labelled label in errors: a path as
-// given, else in PATH's absolute directories and then the sbin and bin
-// directories, which a non-login SSH session's PATH may leave out.
-func lookTool(label, name string) (string, error) {
-	if strings.Contains(name, "/") {
-		if isExecutable(name) {
-			return name, nil
-		}
-		return "", fmt.Errorf("%s not found: %s is not an executable file", label, name)
-	}
-	dirs := append(filepath.SplitList(os.Getenv("PATH")), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-	for _, dir := range dirs {
-		if candidate := filepath.Join(dir, name); filepath.IsAbs(dir) && isExecutable(candidate) {
-			return candidate, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found: no executable %q in PATH or the sbin and bin directories", label, name)
-}
-
-func isExecutable(path string) bool {
-	st, err := os.Stat(path)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
 }
 
 func main() {

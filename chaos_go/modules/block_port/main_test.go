@@ -2,103 +2,41 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
+	"chaosrun/chaos_go/kit/kittest/netnstest"
+	"chaosrun/chaos_go/kit/sysexec"
 )
-
-func params(t *testing.T, raw string) kit.Params {
-	t.Helper()
-	p, err := tryParams(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// tryParams is params for goroutines other than the test's, which must not call t.Fatal.
-func tryParams(raw string) (kit.Params, error) {
-	var m map[string]any
-	if err := json.Unmarshal([]byte(raw), &m); err != nil {
-		return kit.Params{}, fmt.Errorf("bad test params %s: %w", raw, err)
-	}
-	p, err := kit.NewParams(declaration, m)
-	if err != nil {
-		return kit.Params{}, fmt.Errorf("NewParams(%s): %w", raw, err)
-	}
-	return p, nil
-}
-
-// newNetns creates a network namespace owned by this test, with lo up, and
-// deletes it when the test ends.
-func newNetns(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
-	}
-	var b [4]byte
-	rand.Read(b[:])
-	name := "chaosrun-t-" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("set lo up in %s: %v: %s", name, err, out)
-	}
-	return name
-}
-
-// setnsSyscall numbers setns(2) per architecture; package syscall does not export it.
-var setnsSyscall = map[string]uintptr{"amd64": 308, "arm64": 268, "386": 346, "arm": 375, "riscv64": 268, "ppc64le": 350, "s390x": 339}
-
-// inNetns runs fn on an OS thread moved into the named namespace; sockets it
-// opens and processes it starts live there. The thread stays locked, so the
-// runtime throws it away afterwards instead of reusing it in the wrong namespace.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open("/run/netns/" + name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		nr, ok := setnsSyscall[runtime.GOARCH]
-		if !ok {
-			errc <- fmt.Errorf("setns: unknown syscall number on %s", runtime.GOARCH)
-			return
-		}
-		if _, _, e := syscall.RawSyscall(nr, f.Fd(), syscall.CLONE_NEWNET, 0); e != 0 {
-			errc <- fmt.Errorf("setns %s: %w", name, e)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
 
 func needNft(t *testing.T) {
 	t.Helper()
-	if _, err := lookTool("nft", "nft"); err != nil {
+	if _, err := sysexec.LookTool("nft", "nft"); err != nil {
 		t.Skipf("nft is not installed: %v", err)
 	}
 }
 
-// serveEcho echoes every connection on ln until ln is closed.
+// listenEcho listens on 127.0.0.1 of the calling thread's network namespace and
+// echoes every connection until the listener is closed.
+func listenEcho() (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go serveEcho(ln)
+	return ln, nil
+}
+
+// serveEcho is the goroutine of listenEcho: it echoes every connection on ln
+// until ln is closed.
 func serveEcho(ln net.Listener) {
 	for {
 		c, err := ln.Accept()
@@ -175,15 +113,14 @@ func TestIptablesArgsInsertAndDeleteTheSameRule(t *testing.T) {
 
 func TestBlockPortDropsNewConnectionsButKeepsOpenOnesInANamespace(t *testing.T) {
 	needNft(t)
-	ns := newNetns(t)
+	ns := netnstest.New(t)
 	hostHadTable := exec.Command("nft", "list", "table", nftFamily, nftTable).Run() == nil
-	err := inNetns(ns, func() error {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	err := netnstest.Run(ns, func() error {
+		ln, err := listenEcho()
 		if err != nil {
 			return err
 		}
 		defer ln.Close()
-		go serveEcho(ln)
 		addr := ln.Addr().String()
 		port := ln.Addr().(*net.TCPAddr).Port
 
@@ -194,7 +131,7 @@ func TestBlockPortDropsNewConnectionsButKeepsOpenOnesInANamespace(t *testing.T) 
 		defer open.Close()
 
 		r := kit.NewTestReport()
-		p, err := tryParams(fmt.Sprintf(`{"port": %d}`, port))
+		p, err := moduletest.ParseParams(declaration, fmt.Sprintf(`{"port": %d}`, port))
 		if err != nil {
 			return err
 		}
@@ -248,21 +185,20 @@ func TestBlockPortDropsNewConnectionsButKeepsOpenOnesInANamespace(t *testing.T) 
 
 func TestBlockPortRejectOnOutputRefusesAtOnceAndReusesTheTable(t *testing.T) {
 	needNft(t)
-	ns := newNetns(t)
-	err := inNetns(ns, func() error {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ns := netnstest.New(t)
+	err := netnstest.Run(ns, func() error {
+		ln, err := listenEcho()
 		if err != nil {
 			return err
 		}
 		defer ln.Close()
-		go serveEcho(ln)
 		port := ln.Addr().(*net.TCPAddr).Port
 		for i, raw := range []string{
 			`{"port": 9, "protocol": "udp"}`,
 			fmt.Sprintf(`{"port": %d, "direction": "output", "action": "reject"}`, port),
 		} {
 			r := kit.NewTestReport()
-			p, err := tryParams(raw)
+			p, err := moduletest.ParseParams(declaration, raw)
 			if err != nil {
 				return err
 			}
@@ -299,10 +235,10 @@ func TestBlockPortRejectOnOutputRefusesAtOnceAndReusesTheTable(t *testing.T) {
 }
 
 func TestBlockPortIptablesBackendSaysWhenItIsMissing(t *testing.T) {
-	if _, err := lookTool("iptables", "iptables"); err == nil {
+	if _, err := sysexec.LookTool("iptables", "iptables"); err == nil {
 		t.Skip("iptables is installed here")
 	}
-	err := run(context.Background(), params(t, `{"port": 80, "backend": "iptables"}`), kit.NewTestReport())
+	err := run(context.Background(), moduletest.Params(t, declaration, `{"port": 80, "backend": "iptables"}`), kit.NewTestReport())
 	if err == nil || !strings.Contains(err.Error(), "iptables not found") {
 		t.Fatalf("run with backend iptables = %v; want an 'iptables not found' error", err)
 	}

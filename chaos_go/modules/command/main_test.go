@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"strconv"
 	"strings"
@@ -10,39 +9,26 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
-func probe(t *testing.T, raw map[string]any) map[string]any {
-	t.Helper()
-	p, err := kit.NewParams(declaration, raw)
-	if err != nil {
-		t.Fatalf("NewParams: %v", err)
-	}
-	r := kit.NewTestReport()
-	if err := run(context.Background(), p, r); err != nil {
-		t.Fatalf("run(%v): %v", raw, err)
-	}
-	return r.Result()
-}
-
 func TestCommandReportsExitStatusAndBothStreams(t *testing.T) {
-	res := probe(t, map[string]any{"command": "echo out; echo err >&2; exit 3"})
+	res := moduletest.Probe(t, declaration, run, map[string]any{"command": "echo out; echo err >&2; exit 3"})
 	if res["exit_status"] != 3 || res["stdout"] != "out\n" || res["stderr"] != "err\n" || res["timed_out"] != false || res["truncated"] != false || res["signal"] != "" {
 		t.Errorf("result %v", res)
 	}
-	if res := probe(t, map[string]any{"command": "true"}); res["exit_status"] != 0 {
+	if res := moduletest.Probe(t, declaration, run, map[string]any{"command": "true"}); res["exit_status"] != 0 {
 		t.Errorf("true: exit_status %v; want 0", res["exit_status"])
 	}
 }
 
 func TestCommandKeepsOnlyMaxOutputBytes(t *testing.T) {
-	res := probe(t, map[string]any{"command": "head -c 100000 /dev/zero | tr '\\0' a", "max_output": 10})
+	res := moduletest.Probe(t, declaration, run, map[string]any{"command": "head -c 100000 /dev/zero | tr '\\0' a", "max_output": 10})
 	if res["stdout"] != "aaaaaaaaaa" || res["truncated"] != true || res["exit_status"] != 0 {
 		t.Errorf("result %v; want 10 a's, truncated", res)
 	}
 	// A cap inside a multi-byte character keeps only whole characters.
-	res = probe(t, map[string]any{"command": "printf 'aéé'", "max_output": 4})
+	res = moduletest.Probe(t, declaration, run, map[string]any{"command": "printf 'aéé'", "max_output": 4})
 	if s := res["stdout"].(string); s != "aé" || !utf8.ValidString(s) {
 		t.Errorf("stdout %q; want %q", s, "aé")
 	}
@@ -51,7 +37,7 @@ func TestCommandKeepsOnlyMaxOutputBytes(t *testing.T) {
 func TestCommandKillsTheWholeGroupAtItsTimeout(t *testing.T) {
 	pidFile := t.TempDir() + "/pid"
 	start := time.Now()
-	res := probe(t, map[string]any{"command": "sleep 30 & echo $! > " + pidFile + "; sleep 30", "timeout_ms": 300})
+	res := moduletest.Probe(t, declaration, run, map[string]any{"command": "sleep 30 & echo $! > " + pidFile + "; sleep 30", "timeout_ms": 300})
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("took %v; want about the 300 ms timeout", took)
 	}
@@ -64,7 +50,7 @@ func TestCommandKillsTheWholeGroupAtItsTimeout(t *testing.T) {
 func TestCommandLeavesNothingRunningBehind(t *testing.T) {
 	pidFile := t.TempDir() + "/pid"
 	start := time.Now()
-	res := probe(t, map[string]any{"command": "sleep 30 & echo $! > " + pidFile + "; echo started"})
+	res := moduletest.Probe(t, declaration, run, map[string]any{"command": "sleep 30 & echo $! > " + pidFile + "; echo started"})
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("took %v; a background child holding stdout must not stall the probe", took)
 	}
@@ -106,7 +92,7 @@ func TestCommandDoesNotWaitForAnEscapedProcessHoldingItsOutput(t *testing.T) {
 		}
 	})
 	start := time.Now()
-	res := probe(t, map[string]any{"command": "setsid sh -c 'echo $$ > " + pidFile + "; exec sleep 5' & sleep 0.2; echo done"})
+	res := moduletest.Probe(t, declaration, run, map[string]any{"command": "setsid sh -c 'echo $$ > " + pidFile + "; exec sleep 5' & sleep 0.2; echo done"})
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("took %v; a process outside the group holding stdout must not stall the probe", took)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,21 +9,12 @@ import (
 	"testing"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
 var module = kit.Module{Name: "corrupt_config", Kind: kit.Chaos, Declaration: declaration, Run: run}
 
 const sshdConfig = "# sshd\nPort 22\nPermitRootLogin no\nPasswordAuthentication yes\nPort 2222\n"
-
-func runWith(t *testing.T, raw map[string]any) (*kit.Report, error) {
-	t.Helper()
-	p, err := kit.NewParams(declaration, raw)
-	if err != nil {
-		t.Fatalf("params: %v", err)
-	}
-	r := kit.NewTestReport()
-	return r, run(context.Background(), p, r)
-}
 
 func writeConfig(t *testing.T, content string) string {
 	t.Helper()
@@ -74,7 +64,7 @@ func TestEdits(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.params["path"] = path
-		r, err := runWith(t, c.params)
+		r, err := moduletest.Run(t, declaration, run, c.params)
 		if err != nil {
 			t.Errorf("%s: %v", c.name, err)
 			continue
@@ -103,7 +93,7 @@ func TestEdits(t *testing.T) {
 
 func TestKeepsCRLFAndMissingFinalNewline(t *testing.T) {
 	path := writeConfig(t, "a=1\r\nb=2")
-	if _, err := runWith(t, map[string]any{"path": path, "action": "replace", "match": "^b=2$", "text": "b=x"}); err != nil {
+	if _, err := moduletest.Run(t, declaration, run, map[string]any{"path": path, "action": "replace", "match": "^b=2$", "text": "b=x"}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(path); string(got) != "a=1\r\nb=x" {
@@ -127,7 +117,7 @@ func TestErrorsLeaveTheFileAlone(t *testing.T) {
 	for _, c := range cases {
 		path := writeConfig(t, sshdConfig)
 		c.params["path"] = path
-		_, err := runWith(t, c.params)
+		_, err := moduletest.Run(t, declaration, run, c.params)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: got %v; want an error containing %q", c.params, err, c.want)
 		}
@@ -135,7 +125,7 @@ func TestErrorsLeaveTheFileAlone(t *testing.T) {
 			t.Errorf("%v: file changed to %q", c.params, got)
 		}
 	}
-	if _, err := runWith(t, map[string]any{"path": "/nonexistent/x", "action": "delete", "line": 1}); err == nil {
+	if _, err := moduletest.Run(t, declaration, run, map[string]any{"path": "/nonexistent/x", "action": "delete", "line": 1}); err == nil {
 		t.Errorf("missing file: got no error; want one")
 	}
 }

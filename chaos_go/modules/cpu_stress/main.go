@@ -5,15 +5,13 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/procfs"
 )
 
 //go:embed params.schema.json
@@ -39,7 +37,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	if err != nil {
 		return fmt.Errorf("start load process: %w", err)
 	}
-	start, err := waitNamed(ctx, "/proc", pid, name)
+	start, err := procfs.WaitNamed(ctx, "/proc", pid, name, startTimeout)
 	if err != nil {
 		return fmt.Errorf("start load process: %w", err)
 	}
@@ -58,7 +56,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 // background is the fault process: workers goroutines spinning until the
 // duration passes or SIGTERM ends ctx.
 func background(ctx context.Context, args map[string]any) error {
-	workers, duration := argInt(args, "workers"), time.Duration(argInt(args, "duration_s"))*time.Second
+	workers, duration := kit.ArgInt(args, "workers"), time.Duration(kit.ArgInt(args, "duration_s"))*time.Second
 	if workers < 1 || duration <= 0 {
 		return fmt.Errorf("bad arguments %v", args)
 	}
@@ -97,61 +95,6 @@ func spin(ctx context.Context, wg *sync.WaitGroup) {
 		default:
 		}
 	}
-}
-
-// argInt reads an integer argument; Spawn's JSON hands numbers over as float64.
-func argInt(args map[string]any, key string) int64 {
-	switch v := args[key].(type) {
-	case float64:
-		return int64(v)
-	case int64:
-		return v
-	case int:
-		return int64(v)
-	}
-	return 0
-}
-
-// waitNamed waits until process pid shows comm name (the fault process sets
-// it first thing), and returns its start time in clock ticks after boot, which
-// tells this process apart from a later one reusing the pid.
-func waitNamed(ctx context.Context, procDir string, pid int, name string) (uint64, error) {
-	want := name
-	if len(want) > 15 {
-		want = want[:15]
-	}
-	dir := filepath.Join(procDir, strconv.Itoa(pid))
-	deadline := time.Now().Add(startTimeout)
-	for {
-		stat, err := os.ReadFile(filepath.Join(dir, "stat"))
-		if err != nil {
-			return 0, fmt.Errorf("process %d exited at once", pid)
-		}
-		comm, rest := splitStat(string(stat))
-		if len(rest) > 19 && rest[0] == "Z" {
-			return 0, fmt.Errorf("process %d exited at once", pid)
-		}
-		if comm == want && len(rest) > 19 {
-			return strconv.ParseUint(rest[19], 10, 64)
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("process %d is still %q after %s; want %q", pid, comm, startTimeout, want)
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-// splitStat cuts /proc/PID/stat into comm and the fields after it (state first).
-func splitStat(stat string) (comm string, rest []string) {
-	open, end := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
-	if open < 0 || end < open {
-		return "", nil
-	}
-	return stat[open+1 : end], strings.Fields(stat[end+1:])
 }
 
 var module = kit.Module{Name: "cpu_stress", Kind: kit.Chaos, Declaration: declaration, Run: run, Background: background}

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"runtime"
@@ -16,6 +13,8 @@ import (
 
 	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/kittest"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
+	"chaosrun/chaos_go/kit/procfs"
 )
 
 // TestMain lets kit.Spawn re-execute this test binary as the load process.
@@ -24,41 +23,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func params(t *testing.T, raw string) kit.Params {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal([]byte(raw), &m); err != nil {
-		t.Fatalf("bad test params %s: %v", raw, err)
-	}
-	p, err := kit.NewParams(declaration, m)
-	if err != nil {
-		t.Fatalf("NewParams(%s): %v", raw, err)
-	}
-	return p
-}
-
-func uniqueName(prefix string) string {
-	var b [3]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
-
-// stat returns comm and the fields after it of a live process, or ok=false
-// once it is gone or a zombie.
-func stat(pid int) (comm string, rest []string, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", nil, false
-	}
-	comm, rest = splitStat(string(b))
-	return comm, rest, len(rest) > 0 && rest[0] != "Z"
-}
-
 // cpuTicks is utime+stime of pid.
 func cpuTicks(t *testing.T, pid int) int64 {
 	t.Helper()
-	_, rest, ok := stat(pid)
-	if !ok {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	_, rest, ok := procfs.SplitStat(string(b))
+	if err != nil || !ok || len(rest) < 13 || rest[0] == "Z" {
 		t.Fatalf("process %d is gone", pid)
 	}
 	u, _ := strconv.ParseInt(rest[11], 10, 64)
@@ -66,39 +36,19 @@ func cpuTicks(t *testing.T, pid int) int64 {
 	return u + s
 }
 
-// killOnCleanup kills pid at the end of the test if it still carries name.
-func killOnCleanup(t *testing.T, pid int, name string) {
-	t.Cleanup(func() {
-		if comm, _, ok := stat(pid); ok && comm == name {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
-}
-
-func waitGone(pid int, within time.Duration) bool {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if _, _, ok := stat(pid); !ok {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
-}
-
 func TestCPUStressRunsANamedBusyProcessThatStopsByItself(t *testing.T) {
-	name := uniqueName("cpuhog")
+	name := kittest.UniqueName("cpuhog")
 	r := kit.NewTestReport()
-	if err := run(context.Background(), params(t, `{"workers": 1, "duration": 3, "process_name": "`+name+`"}`), r); err != nil {
+	if err := run(context.Background(), moduletest.Params(t, declaration, `{"workers": 1, "duration": 3, "process_name": "`+name+`"}`), r); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	pid, _ := r.Result()["pid"].(int)
 	if pid <= 0 {
 		t.Fatalf("result pid = %#v", r.Result()["pid"])
 	}
-	killOnCleanup(t, pid, name)
+	kittest.KillAtCleanup(t, pid, name)
 
-	if comm, _, _ := stat(pid); comm != name {
+	if comm := kittest.Comm(pid); comm != name {
 		t.Errorf("comm = %q; want %q", comm, name)
 	}
 	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -116,7 +66,7 @@ func TestCPUStressRunsANamedBusyProcessThatStopsByItself(t *testing.T) {
 	if used := cpuTicks(t, pid) - before; used < 20 {
 		t.Errorf("used %d CPU ticks in 1s; want >= 20 (one busy worker)", used)
 	}
-	if !waitGone(pid, 5*time.Second) {
+	if !kittest.WaitGone(pid, 5*time.Second) {
 		t.Errorf("load process %d still runs 5s after a 3s duration", pid)
 	}
 	ch := r.Changes()
@@ -126,13 +76,13 @@ func TestCPUStressRunsANamedBusyProcessThatStopsByItself(t *testing.T) {
 }
 
 func TestCPUStressDefaultsToOneWorkerPerCPUAndStopsOnSIGTERM(t *testing.T) {
-	name := uniqueName("cpuhog")
+	name := kittest.UniqueName("cpuhog")
 	r := kit.NewTestReport()
-	if err := run(context.Background(), params(t, `{"duration": 60, "process_name": "`+name+`"}`), r); err != nil {
+	if err := run(context.Background(), moduletest.Params(t, declaration, `{"duration": 60, "process_name": "`+name+`"}`), r); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	pid := r.Result()["pid"].(int)
-	killOnCleanup(t, pid, name)
+	kittest.KillAtCleanup(t, pid, name)
 	if got := r.Result()["workers"]; got != int64(runtime.NumCPU()) {
 		t.Errorf("workers = %v; want %d", got, runtime.NumCPU())
 	}
@@ -143,20 +93,20 @@ func TestCPUStressDefaultsToOneWorkerPerCPUAndStopsOnSIGTERM(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if !waitGone(pid, 2*time.Second) {
+	if !kittest.WaitGone(pid, 2*time.Second) {
 		t.Errorf("load process %d still runs 2s after SIGTERM", pid)
 	}
 }
 
 func TestCPUStressLongNameIsCutToFifteenBytesInComm(t *testing.T) {
-	name := uniqueName("kworker/u8:3-") // 19 bytes
+	name := kittest.UniqueName("kworker/u8:3-") // 19 bytes
 	r := kit.NewTestReport()
-	if err := run(context.Background(), params(t, `{"workers": 1, "duration": 5, "process_name": "`+name+`"}`), r); err != nil {
+	if err := run(context.Background(), moduletest.Params(t, declaration, `{"workers": 1, "duration": 5, "process_name": "`+name+`"}`), r); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	pid := r.Result()["pid"].(int)
-	killOnCleanup(t, pid, name[:15])
-	if comm, _, _ := stat(pid); comm != name[:15] {
+	kittest.KillAtCleanup(t, pid, name[:15])
+	if comm := kittest.Comm(pid); comm != name[:15] {
 		t.Errorf("comm = %q; want %q", comm, name[:15])
 	}
 }
@@ -178,7 +128,7 @@ func TestBuiltBinarySpawnsTheLoadFromItsUnlinkedSelf(t *testing.T) {
 	if st, err := os.Stat(bin); err == nil {
 		t.Logf("binary size %d bytes", st.Size()) // mostly the kit's; the 3 MB budget is checked across modules
 	}
-	name := uniqueName("cpuhog")
+	name := kittest.UniqueName("cpuhog")
 	mon := kittest.NewMonitor(t)
 	res := mon.RunBinary(t, bin, "cpu_stress", map[string]any{"workers": 1, "duration": 30, "process_name": name}, 10*time.Second)
 	if res.Exit != 0 || res.Outcome.Err != nil {
@@ -190,7 +140,7 @@ func TestBuiltBinarySpawnsTheLoadFromItsUnlinkedSelf(t *testing.T) {
 		t.Fatalf("result pid = %#v; want a pid", res.Outcome.ResultFields()["pid"])
 	}
 	t.Cleanup(func() {
-		if comm, _, ok := stat(pid); ok && comm == name {
+		if kittest.Alive(pid) && kittest.Comm(pid) == name {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 		var ws syscall.WaitStatus
@@ -199,7 +149,7 @@ func TestBuiltBinarySpawnsTheLoadFromItsUnlinkedSelf(t *testing.T) {
 	if _, err := os.Stat(bin); !os.IsNotExist(err) {
 		t.Errorf("binary still on disk (%v); want it unlinked", err)
 	}
-	if comm, _, ok := stat(pid); !ok || comm != name {
+	if comm, ok := kittest.Comm(pid), kittest.Alive(pid); !ok || comm != name {
 		t.Fatalf("process %d: comm %q alive %v; want %q running", pid, comm, ok, name)
 	}
 	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); !strings.HasSuffix(exe, "(deleted)") {

@@ -1,13 +1,13 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
 var module = kit.Module{Name: "delete_file", Kind: kit.Chaos, Declaration: declaration, Run: run}
@@ -18,21 +18,11 @@ func TestDeclaration(t *testing.T) {
 	}
 }
 
-func runWith(t *testing.T, raw map[string]any) (*kit.Report, error) {
-	t.Helper()
-	p, err := kit.NewParams(declaration, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := kit.NewTestReport()
-	return r, run(context.Background(), p, r)
-}
-
 func TestMoveAsideKeepsTheFileUnderAHiddenName(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "index.html")
 	os.WriteFile(path, []byte("<h1>hi</h1>"), 0o640)
-	r, err := runWith(t, map[string]any{"path": path})
+	r, err := moduletest.Run(t, declaration, run, map[string]any{"path": path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +55,7 @@ func TestDeleteRemovesFilesSymlinksAndEmptyDirsOnly(t *testing.T) {
 	os.WriteFile(filepath.Join(full, "x"), nil, 0o644)
 
 	for path, typ := range map[string]string{link: "symlink", file: "file", empty: "directory"} {
-		r, err := runWith(t, map[string]any{"path": path, "mode": "delete"})
+		r, err := moduletest.Run(t, declaration, run, map[string]any{"path": path, "mode": "delete"})
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
@@ -76,10 +66,10 @@ func TestDeleteRemovesFilesSymlinksAndEmptyDirsOnly(t *testing.T) {
 			t.Errorf("%s: type got %q; want %q", path, r.Result()["type"], typ)
 		}
 	}
-	if _, err := runWith(t, map[string]any{"path": full, "mode": "delete"}); err == nil {
+	if _, err := moduletest.Run(t, declaration, run, map[string]any{"path": full, "mode": "delete"}); err == nil {
 		t.Errorf("non-empty directory: got no error; want one")
 	}
-	if _, err := runWith(t, map[string]any{"path": "/", "mode": "delete"}); err == nil {
+	if _, err := moduletest.Run(t, declaration, run, map[string]any{"path": "/", "mode": "delete"}); err == nil {
 		t.Errorf("/: got no error; want a refusal")
 	}
 }

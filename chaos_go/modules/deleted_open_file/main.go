@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/procfs"
 )
 
 //go:embed params.schema.json
@@ -70,7 +71,7 @@ func waitHeld(ctx context.Context, pid int, path string) (int64, error) {
 				return fi.Size(), nil
 			}
 		}
-		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && isZombie(stat) {
+		if state, err := procfs.State("/proc", pid); err == nil && state == "Z" {
 			return 0, fmt.Errorf("process %d exited before holding %s", pid, path)
 		}
 		select {
@@ -79,16 +80,6 @@ func waitHeld(ctx context.Context, pid int, path string) (int64, error) {
 		case <-time.After(pollInterval):
 		}
 	}
-}
-
-// isZombie reads the state field of /proc/PID/stat ("pid (comm) S ...").
-func isZombie(stat []byte) bool {
-	for i := len(stat) - 1; i >= 0; i-- {
-		if stat[i] == ')' {
-			return i+2 < len(stat) && stat[i+2] == 'Z'
-		}
-	}
-	return false
 }
 
 // hold is the detached process: create, fill, unlink, then keep the descriptor open.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,17 +9,12 @@ import (
 	"syscall"
 	"testing"
 
-	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
 func probe(t *testing.T, path string) (map[string]any, error) {
 	t.Helper()
-	p, err := kit.NewParams(declaration, map[string]any{"path": path})
-	if err != nil {
-		t.Fatalf("NewParams: %v", err)
-	}
-	r := kit.NewTestReport()
-	err = run(context.Background(), p, r)
+	r, err := moduletest.Run(t, declaration, run, map[string]any{"path": path})
 	return r.Result(), err
 }
 

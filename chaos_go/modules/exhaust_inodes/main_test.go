@@ -1,13 +1,13 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
 var module = kit.Module{Name: "exhaust_inodes", Kind: kit.Chaos, Declaration: declaration, Run: run}
@@ -21,24 +21,11 @@ func TestDeclaration(t *testing.T) {
 	}
 }
 
-func runWith(t *testing.T, raw map[string]any) *kit.Report {
-	t.Helper()
-	p, err := kit.NewParams(declaration, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := kit.NewTestReport()
-	if err := run(context.Background(), p, r); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
 func TestCreatesEmptyFilesInANewDirectory(t *testing.T) {
 	base := t.TempDir()
 	dir := filepath.Join(base, "php", "sessions")
 	os.WriteFile(filepath.Join(base, "sentinel"), nil, 0o644)
-	r := runWith(t, map[string]any{"dir": dir, "count": 500})
+	r := moduletest.MustRun(t, declaration, run, map[string]any{"dir": dir, "count": 500})
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +47,7 @@ func TestStopsWhenInodesRunOut(t *testing.T) {
 		t.Skipf("mount tmpfs: %v: %s", err, out)
 	}
 	defer exec.Command("umount", dir).Run()
-	r := runWith(t, map[string]any{"dir": dir, "count": 100000})
+	r := moduletest.MustRun(t, declaration, run, map[string]any{"dir": dir, "count": 100000})
 	created, _ := r.Result()["created"].(int64)
 	if r.Result()["exhausted"] != true || created < 150 || created >= 200 || r.Result()["inodes_free"] != uint64(0) {
 		t.Errorf("result: got %v; want exhausted after about 199 files, 0 inodes free", r.Result())

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
 var module = kit.Module{Name: "expire_cert", Kind: kit.Chaos, Declaration: declaration, Run: run}
@@ -50,19 +51,6 @@ func validPair(t *testing.T) (certPath, keyPath string, cert *x509.Certificate) 
 	return certPath, keyPath, cert
 }
 
-func runWith(t *testing.T, raw map[string]any) *kit.Report {
-	t.Helper()
-	p, err := kit.NewParams(declaration, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := kit.NewTestReport()
-	if err := run(context.Background(), p, r); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
 func loadCert(t *testing.T, path string) *x509.Certificate {
 	t.Helper()
 	data, _ := os.ReadFile(path)
@@ -81,7 +69,7 @@ func TestModes(t *testing.T) {
 	for _, mode := range []string{"expired", "mismatched", "self_signed", "key_mismatch"} {
 		certPath, keyPath, old := validPair(t)
 		keyBefore, _ := os.ReadFile(keyPath)
-		r := runWith(t, map[string]any{"cert_path": certPath, "key_path": keyPath, "mode": mode})
+		r := moduletest.MustRun(t, declaration, run, map[string]any{"cert_path": certPath, "key_path": keyPath, "mode": mode})
 		cert := loadCert(t, certPath)
 		now := time.Now()
 		if got, want := r.Result()["old_fingerprint_sha256"], fingerprint(old.Raw); got != want {
@@ -130,7 +118,7 @@ func TestModes(t *testing.T) {
 func TestGeneratesAMissingKeyButNeverReplacesAnUnreadableOne(t *testing.T) {
 	dir := t.TempDir()
 	certPath, keyPath := filepath.Join(dir, "new.crt"), filepath.Join(dir, "new.key")
-	r := runWith(t, map[string]any{"cert_path": certPath, "key_path": keyPath, "mode": "expired", "common_name": "10.0.0.5"})
+	r := moduletest.MustRun(t, declaration, run, map[string]any{"cert_path": certPath, "key_path": keyPath, "mode": "expired", "common_name": "10.0.0.5"})
 	if r.Result()["key_generated"] != true || r.Result()["old_fingerprint_sha256"] != "" {
 		t.Errorf("result: got %v; want key_generated and no old fingerprint", r.Result())
 	}
@@ -164,7 +152,7 @@ func TestReusesAnECKey(t *testing.T) {
 	keyPath := filepath.Join(dir, "ec.key")
 	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
 	certPath := filepath.Join(dir, "ec.crt")
-	runWith(t, map[string]any{"cert_path": certPath, "key_path": keyPath, "mode": "self_signed", "common_name": "mail.exam.lan"})
+	moduletest.MustRun(t, declaration, run, map[string]any{"cert_path": certPath, "key_path": keyPath, "mode": "self_signed", "common_name": "mail.exam.lan"})
 	certPEM, _ := os.ReadFile(certPath)
 	keyPEM, _ := os.ReadFile(keyPath)
 	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {

@@ -1,27 +1,18 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
-func probe(t *testing.T, raw map[string]any) (map[string]any, error) {
+func probe(t *testing.T, with map[string]any) (map[string]any, error) {
 	t.Helper()
-	b, _ := json.Marshal(raw)
-	var m map[string]any
-	json.Unmarshal(b, &m)
-	p, err := kit.NewParams(declaration, m)
-	if err != nil {
-		t.Fatalf("NewParams: %v", err)
-	}
-	r := kit.NewTestReport()
-	err = run(context.Background(), p, r)
+	r, err := moduletest.Run(t, declaration, run, with)
 	return r.Result(), err
 }
 

@@ -1,29 +1,17 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 
-	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
 func probe(t *testing.T, path string) map[string]any {
 	t.Helper()
-	raw, _ := json.Marshal(map[string]any{"path": path})
-	var m map[string]any
-	json.Unmarshal(raw, &m)
-	p, err := kit.NewParams(declaration, m)
-	if err != nil {
-		t.Fatalf("NewParams: %v", err)
-	}
-	r := kit.NewTestReport()
-	if err := run(context.Background(), p, r); err != nil {
-		t.Fatalf("run(%s): %v", path, err)
-	}
+	r := moduletest.MustRun(t, declaration, run, map[string]any{"path": path})
 	if len(r.Changes()) != 0 {
 		t.Errorf("a probe recorded changes: %+v", r.Changes())
 	}

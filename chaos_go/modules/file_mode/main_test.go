@@ -1,31 +1,13 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 
-	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
-
-func probe(t *testing.T, raw map[string]any) map[string]any {
-	t.Helper()
-	b, _ := json.Marshal(raw)
-	var m map[string]any
-	json.Unmarshal(b, &m)
-	p, err := kit.NewParams(declaration, m)
-	if err != nil {
-		t.Fatalf("NewParams: %v", err)
-	}
-	r := kit.NewTestReport()
-	if err := run(context.Background(), p, r); err != nil {
-		t.Fatalf("run(%v): %v", raw, err)
-	}
-	return r.Result()
-}
 
 func TestFileModeReportsOctalModeAndOwnership(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -41,7 +23,7 @@ func TestFileModeReportsOctalModeAndOwnership(t *testing.T) {
 	if err := syscall.Chmod(file, 0o4750); err != nil {
 		t.Fatal(err)
 	}
-	res := probe(t, map[string]any{"path": file})
+	res := moduletest.Probe(t, declaration, run, map[string]any{"path": file})
 	if res["exists"] != true || res["mode"] != "4750" || res["uid"] != int64(0) || res["gid"] != int64(65534) || res["owner"] != "root" {
 		t.Errorf("result = %v; want exists, mode 4750, uid 0 (root), gid 65534", res)
 	}
@@ -53,7 +35,7 @@ func TestFileModeReportsOctalModeAndOwnership(t *testing.T) {
 	os.WriteFile(odd, nil, 0o644)
 	os.Chmod(odd, 0o644)
 	os.Chown(odd, 54321, 54321)
-	res = probe(t, map[string]any{"path": odd})
+	res = moduletest.Probe(t, declaration, run, map[string]any{"path": odd})
 	if res["mode"] != "0644" || res["owner"] != "54321" || res["group"] != "54321" {
 		t.Errorf("result = %v; want mode 0644 and numeric owner/group 54321", res)
 	}
@@ -66,16 +48,16 @@ func TestFileModeFollowsSymlinksUnlessAsked(t *testing.T) {
 	os.Chmod(target, 0o600)
 	link := filepath.Join(dir, "link")
 	os.Symlink(target, link)
-	if res := probe(t, map[string]any{"path": link}); res["mode"] != "0600" {
+	if res := moduletest.Probe(t, declaration, run, map[string]any{"path": link}); res["mode"] != "0600" {
 		t.Errorf("followed mode = %v; want 0600", res["mode"])
 	}
-	if res := probe(t, map[string]any{"path": link, "follow_symlinks": false}); res["mode"] != "0777" {
+	if res := moduletest.Probe(t, declaration, run, map[string]any{"path": link, "follow_symlinks": false}); res["mode"] != "0777" {
 		t.Errorf("link's own mode = %v; want 0777", res["mode"])
 	}
 }
 
 func TestFileModeOfAMissingPathIsAnObservation(t *testing.T) {
-	res := probe(t, map[string]any{"path": filepath.Join(t.TempDir(), "missing")})
+	res := moduletest.Probe(t, declaration, run, map[string]any{"path": filepath.Join(t.TempDir(), "missing")})
 	if res["exists"] != false || res["mode"] != "" || res["uid"] != -1 {
 		t.Errorf("result = %v; want exists false, empty mode, uid -1", res)
 	}

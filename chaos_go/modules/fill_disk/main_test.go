@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,19 +11,10 @@ import (
 
 	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/kittest"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
 var module = kit.Module{Name: "fill_disk", Kind: kit.Chaos, Declaration: declaration, Run: run}
-
-func runWith(t *testing.T, raw map[string]any) (*kit.Report, error) {
-	t.Helper()
-	p, err := kit.NewParams(declaration, raw)
-	if err != nil {
-		t.Fatalf("params: %v", err)
-	}
-	r := kit.NewTestReport()
-	return r, run(context.Background(), p, r)
-}
 
 // smallFS mounts a tmpfs of sizeMB under a temp dir, or skips the test.
 func smallFS(t *testing.T, opts string) string {
@@ -45,7 +35,7 @@ func TestDeclaration(t *testing.T) {
 
 func TestWritesRealBlocks(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fill.bin")
-	r, err := runWith(t, map[string]any{"path": path, "size_mb": 3})
+	r, err := moduletest.Run(t, declaration, run, map[string]any{"path": path, "size_mb": 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +60,7 @@ func TestWritesRealBlocks(t *testing.T) {
 func TestRefusesToOverwrite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "existing")
 	os.WriteFile(path, []byte("keep"), 0o644)
-	if _, err := runWith(t, map[string]any{"path": path, "size_mb": 1}); err == nil {
+	if _, err := moduletest.Run(t, declaration, run, map[string]any{"path": path, "size_mb": 1}); err == nil {
 		t.Errorf("got no error; want one for an existing file")
 	}
 	if got, _ := os.ReadFile(path); string(got) != "keep" {
@@ -81,7 +71,7 @@ func TestRefusesToOverwrite(t *testing.T) {
 func TestStopsCleanlyWhenTheFilesystemIsFull(t *testing.T) {
 	dir := smallFS(t, "size=4m")
 	path := filepath.Join(dir, "fill.bin")
-	r, err := runWith(t, map[string]any{"path": path, "size_mb": 64})
+	r, err := moduletest.Run(t, declaration, run, map[string]any{"path": path, "size_mb": 64})
 	if err != nil {
 		t.Fatalf("got %v; want ok at ENOSPC", err)
 	}
@@ -93,7 +83,7 @@ func TestStopsCleanlyWhenTheFilesystemIsFull(t *testing.T) {
 
 func TestLeavesFreeSpace(t *testing.T) {
 	dir := smallFS(t, "size=8m")
-	r, err := runWith(t, map[string]any{"path": filepath.Join(dir, "fill.bin"), "size_mb": 64, "leave_free_mb": 3})
+	r, err := moduletest.Run(t, declaration, run, map[string]any{"path": filepath.Join(dir, "fill.bin"), "size_mb": 64, "leave_free_mb": 3})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"testing"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
 var module = kit.Module{Name: "immutable_file", Kind: kit.Chaos, Declaration: declaration, Run: run}
@@ -18,19 +18,6 @@ func TestDeclaration(t *testing.T) {
 	if err := kit.CheckDeclaration(module); err != nil {
 		t.Error(err)
 	}
-}
-
-func chattr(t *testing.T, raw map[string]any) *kit.Report {
-	t.Helper()
-	p, err := kit.NewParams(declaration, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := kit.NewTestReport()
-	if err := run(context.Background(), p, r); err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 // lsattrFlags returns lsattr's flag column for path, or "" when lsattr is missing.
@@ -48,8 +35,10 @@ func TestSetsAndRemovesImmutableAndAppendOnly(t *testing.T) {
 	for _, flag := range []string{"i", "a"} {
 		path := filepath.Join(t.TempDir(), "resolv.conf")
 		os.WriteFile(path, []byte("nameserver 1.1.1.1\n"), 0o644)
-		t.Cleanup(func() { chattr(t, map[string]any{"path": path, "flag": flag, "remove": true}) })
-		r := chattr(t, map[string]any{"path": path, "flag": flag})
+		t.Cleanup(func() {
+			moduletest.MustRun(t, declaration, run, map[string]any{"path": path, "flag": flag, "remove": true})
+		})
+		r := moduletest.MustRun(t, declaration, run, map[string]any{"path": path, "flag": flag})
 		if r.Result()["before"] != "" || r.Result()["after"] != flag {
 			t.Fatalf("+%s: got %v; want before \"\" after %q", flag, r.Result(), flag)
 		}
@@ -63,7 +52,7 @@ func TestSetsAndRemovesImmutableAndAppendOnly(t *testing.T) {
 		if ch := r.Changes(); len(ch) != 1 || ch[0].Before != "" || ch[0].After != flag {
 			t.Errorf("+%s: changes %+v", flag, ch)
 		}
-		r = chattr(t, map[string]any{"path": path, "flag": flag, "remove": true})
+		r = moduletest.MustRun(t, declaration, run, map[string]any{"path": path, "flag": flag, "remove": true})
 		if r.Result()["before"] != flag || r.Result()["after"] != "" {
 			t.Errorf("-%s: got %v; want before %q after \"\"", flag, r.Result(), flag)
 		}

@@ -2,7 +2,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"syscall"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/procfs"
 )
 
 //go:embed params.schema.json
@@ -26,80 +26,8 @@ var signals = map[string]syscall.Signal{
 	"CONT": syscall.SIGCONT, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2,
 }
 
-// pfKthread is PF_KTHREAD in /proc/PID/stat's flags: signals to kernel threads
-// do nothing, so they never match.
-const pfKthread = 0x00200000
-
-// process is what /proc says about one process.
-type process struct {
-	PID     int
-	PPID    int
-	Comm    string
-	Cmdline []string
-	State   string
-	Start   uint64 // clock ticks after boot
-	Kthread bool
-}
-
-// readProcess parses procDir/PID/stat and cmdline. comm may hold spaces and
-// parentheses, so it is cut at the last ')'.
-func readProcess(procDir string, pid int) (process, error) {
-	dir := filepath.Join(procDir, strconv.Itoa(pid))
-	stat, err := os.ReadFile(filepath.Join(dir, "stat"))
-	if err != nil {
-		return process{}, err
-	}
-	open, end := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
-	if open < 0 || end < open {
-		return process{}, fmt.Errorf("parse %s/stat: no comm", dir)
-	}
-	fields := strings.Fields(string(stat[end+1:])) // fields[0] is stat field 3
-	if len(fields) < 20 {
-		return process{}, fmt.Errorf("parse %s/stat: %d fields", dir, len(fields)+2)
-	}
-	ppid, _ := strconv.Atoi(fields[1])
-	flags, _ := strconv.ParseUint(fields[6], 10, 64)
-	start, _ := strconv.ParseUint(fields[19], 10, 64)
-	p := process{PID: pid, PPID: ppid, Comm: string(stat[open+1 : end]), State: fields[0], Start: start, Kthread: flags&pfKthread != 0}
-	if raw, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && len(raw) > 0 {
-		p.Cmdline = strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-	}
-	return p, nil
-}
-
-// hasName says whether name is the process's comm, its argv[0] or argv[0]'s
-// basename ("nginx: master process /usr/sbin/nginx" has basename "nginx").
-func (p process) hasName(name string) bool {
-	if p.Comm == name {
-		return true
-	}
-	if len(p.Cmdline) == 0 {
-		return false
-	}
-	return p.Cmdline[0] == name || filepath.Base(p.Cmdline[0]) == name
-}
-
-// listProcesses reads every process in procDir; ones that exit meanwhile are skipped.
-func listProcesses(procDir string) ([]process, error) {
-	entries, err := os.ReadDir(procDir)
-	if err != nil {
-		return nil, fmt.Errorf("list processes: %w", err)
-	}
-	var procs []process
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || !e.IsDir() {
-			continue
-		}
-		if p, err := readProcess(procDir, pid); err == nil {
-			procs = append(procs, p)
-		}
-	}
-	return procs, nil
-}
-
 // protected says why pid must not be signalled, or "" when it may be.
-func protected(p process) string {
+func protected(p procfs.Process) string {
 	switch {
 	case p.PID == os.Getpid():
 		return "it is this process"
@@ -109,7 +37,7 @@ func protected(p process) string {
 		return "it is init"
 	case p.Kthread:
 		return "it is a kernel thread"
-	case p.State == "Z" || p.State == "X":
+	case p.Exited():
 		return "it has already exited"
 	}
 	return ""
@@ -117,26 +45,26 @@ func protected(p process) string {
 
 // pickTargets chooses the processes to signal: by pid, or the matches for name
 // (oldest first; only the oldest unless all).
-func pickTargets(procDir, name string, pid int, all bool) (targets []process, matched int, err error) {
+func pickTargets(procDir, name string, pid int, all bool) (targets []procfs.Process, matched int, err error) {
 	if pid > 0 {
-		p, err := readProcess(procDir, pid)
+		p, err := procfs.Read(procDir, pid)
 		if err != nil {
 			return nil, 0, fmt.Errorf("process %d: %w", pid, err)
 		}
-		if name != "" && !p.hasName(name) {
+		if name != "" && !p.HasName(name) {
 			return nil, 0, fmt.Errorf("process %d is %q, not %q", pid, p.Comm, name)
 		}
 		if why := protected(p); why != "" {
 			return nil, 0, fmt.Errorf("will not signal process %d: %s", pid, why)
 		}
-		return []process{p}, 1, nil
+		return []procfs.Process{p}, 1, nil
 	}
-	procs, err := listProcesses(procDir)
+	procs, err := procfs.List(procDir)
 	if err != nil {
 		return nil, 0, err
 	}
 	for _, p := range procs {
-		if p.hasName(name) && protected(p) == "" {
+		if p.HasName(name) && protected(p) == "" {
 			targets = append(targets, p)
 		}
 	}

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -17,42 +14,10 @@ import (
 	"time"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
+	"chaosrun/chaos_go/kit/procfs"
 )
-
-func params(t *testing.T, raw string) kit.Params {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal([]byte(raw), &m); err != nil {
-		t.Fatalf("bad test params %s: %v", raw, err)
-	}
-	p, err := kit.NewParams(declaration, m)
-	if err != nil {
-		t.Fatalf("NewParams(%s): %v", raw, err)
-	}
-	return p
-}
-
-// uniqueSleep copies /bin/sleep to a temp file with a name no other process
-// has, so matching by name can only hit processes this test starts.
-func uniqueSleep(t *testing.T) (path, name string) {
-	t.Helper()
-	var b [4]byte
-	rand.Read(b[:])
-	name = "slp" + hex.EncodeToString(b[:])
-	src, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Skip("no sleep binary")
-	}
-	data, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path = filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return path, name
-}
 
 // sleeper is a process the test started; done delivers Wait's error.
 type sleeper struct {
@@ -106,11 +71,11 @@ func (s *sleeper) running() bool {
 }
 
 func TestKillByNameSignalsOnlyTheOldestThenAllWithAll(t *testing.T) {
-	path, name := uniqueSleep(t)
+	path, name := kittest.UniqueSleep(t)
 	ss := startSleepers(t, path, 3)
 
 	r := kit.NewTestReport()
-	if err := run(context.Background(), params(t, `{"name": "`+name+`"}`), r); err != nil {
+	if err := run(context.Background(), moduletest.Params(t, declaration, `{"name": "`+name+`"}`), r); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	if got, want := r.Result()["killed"], []int{ss[0].cmd.Process.Pid}; !reflect.DeepEqual(got, want) {
@@ -138,7 +103,7 @@ func TestKillByNameSignalsOnlyTheOldestThenAllWithAll(t *testing.T) {
 	}
 
 	r = kit.NewTestReport()
-	if err := run(context.Background(), params(t, `{"name": "`+name+`", "signal": "KILL", "all": true}`), r); err != nil {
+	if err := run(context.Background(), moduletest.Params(t, declaration, `{"name": "`+name+`", "signal": "KILL", "all": true}`), r); err != nil {
 		t.Fatalf("run all: %v", err)
 	}
 	want := []int{ss[1].cmd.Process.Pid, ss[2].cmd.Process.Pid}
@@ -151,23 +116,23 @@ func TestKillByNameSignalsOnlyTheOldestThenAllWithAll(t *testing.T) {
 		}
 	}
 
-	err := run(context.Background(), params(t, `{"name": "`+name+`"}`), kit.NewTestReport())
+	err := run(context.Background(), moduletest.Params(t, declaration, `{"name": "`+name+`"}`), kit.NewTestReport())
 	if err == nil || !strings.Contains(err.Error(), "no process named") {
 		t.Errorf("run with nothing left = %v; want 'no process named'", err)
 	}
 }
 
 func TestStopByPidRecordsHowToContinueIt(t *testing.T) {
-	path, name := uniqueSleep(t)
+	path, name := kittest.UniqueSleep(t)
 	s := startSleepers(t, path, 1)[0]
 	pid := s.cmd.Process.Pid
 	r := kit.NewTestReport()
-	if err := run(context.Background(), params(t, fmt.Sprintf(`{"pid": %d, "name": %q, "signal": "STOP"}`, pid, name)), r); err != nil {
+	if err := run(context.Background(), moduletest.Params(t, declaration, fmt.Sprintf(`{"pid": %d, "name": %q, "signal": "STOP"}`, pid, name)), r); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		p, err := readProcess("/proc", pid)
+		p, err := procfs.Read("/proc", pid)
 		if err == nil && p.State == "T" {
 			break
 		}
@@ -190,22 +155,9 @@ func TestNeverSignalsItselfItsParentOrAMismatchedPid(t *testing.T) {
 		{fmt.Sprintf(`{"name": %q, "all": true}`, filepath.Base(os.Args[0])), "no process named"},
 		{`{"signal": "KILL"}`, "give name or pid"},
 	} {
-		err := run(context.Background(), params(t, c.raw), kit.NewTestReport())
+		err := run(context.Background(), moduletest.Params(t, declaration, c.raw), kit.NewTestReport())
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("run(%s) = %v; want an error containing %q", c.raw, err, c.want)
 		}
-	}
-}
-
-func TestNameMatchesCommArgv0AndItsBasename(t *testing.T) {
-	p := process{Comm: "nginx", Cmdline: []string{"nginx: master process /usr/sbin/nginx", "-g", "daemon on;"}}
-	for _, name := range []string{"nginx", "nginx: master process /usr/sbin/nginx"} {
-		if !p.hasName(name) {
-			t.Errorf("hasName(%q) = false; want true", name)
-		}
-	}
-	q := process{Comm: "python3", Cmdline: []string{"/usr/bin/python3", "app.py"}}
-	if !q.hasName("python3") || q.hasName("app.py") || q.hasName("python") {
-		t.Errorf("python3 matching is wrong")
 	}
 }

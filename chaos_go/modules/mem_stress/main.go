@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/procfs"
 )
 
 //go:embed params.schema.json
@@ -54,7 +55,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	if err != nil {
 		return fmt.Errorf("start memory process: %w", err)
 	}
-	start, err := waitNamed(ctx, "/proc", pid, name)
+	start, err := procfs.WaitNamed(ctx, "/proc", pid, name, startTimeout)
 	if err != nil {
 		return fmt.Errorf("start memory process: %w", err)
 	}
@@ -109,7 +110,7 @@ func waitResident(ctx context.Context, pid int, sizeMB int64) (int64, error) {
 // background is the fault process: map size_mb of anonymous memory outside the
 // Go heap, write one byte per page so every page is really resident, hold it.
 func background(ctx context.Context, args map[string]any) error {
-	sizeMB, duration := argInt(args, "size_mb"), time.Duration(argInt(args, "duration_s"))*time.Second
+	sizeMB, duration := kit.ArgInt(args, "size_mb"), time.Duration(kit.ArgInt(args, "duration_s"))*time.Second
 	if sizeMB < 1 || duration <= 0 {
 		return fmt.Errorf("bad arguments %v", args)
 	}
@@ -159,61 +160,6 @@ func readMeminfo(path string) (map[string]int64, error) {
 		}
 	}
 	return out, sc.Err()
-}
-
-// argInt reads an integer argument; Spawn's JSON hands numbers over as float64.
-func argInt(args map[string]any, key string) int64 {
-	switch v := args[key].(type) {
-	case float64:
-		return int64(v)
-	case int64:
-		return v
-	case int:
-		return int64(v)
-	}
-	return 0
-}
-
-// waitNamed waits until process pid shows comm name (the fault process sets
-// it first thing), and returns its start time in clock ticks after boot, which
-// tells this process apart from a later one reusing the pid.
-func waitNamed(ctx context.Context, procDir string, pid int, name string) (uint64, error) {
-	want := name
-	if len(want) > 15 {
-		want = want[:15]
-	}
-	dir := filepath.Join(procDir, strconv.Itoa(pid))
-	deadline := time.Now().Add(startTimeout)
-	for {
-		stat, err := os.ReadFile(filepath.Join(dir, "stat"))
-		if err != nil {
-			return 0, fmt.Errorf("process %d exited at once", pid)
-		}
-		comm, rest := splitStat(string(stat))
-		if len(rest) > 19 && rest[0] == "Z" {
-			return 0, fmt.Errorf("process %d exited at once", pid)
-		}
-		if comm == want && len(rest) > 19 {
-			return strconv.ParseUint(rest[19], 10, 64)
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("process %d is still %q after %s; want %q", pid, comm, startTimeout, want)
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-// splitStat cuts /proc/PID/stat into comm and the fields after it (state first).
-func splitStat(stat string) (comm string, rest []string) {
-	open, end := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
-	if open < 0 || end < open {
-		return "", nil
-	}
-	return stat[open+1 : end], strings.Fields(stat[end+1:])
 }
 
 var module = kit.Module{Name: "mem_stress", Kind: kit.Chaos, Declaration: declaration, Run: run, Background: background}

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -13,6 +10,8 @@ import (
 	"time"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
 // TestMain lets kit.Spawn re-execute this test binary as the memory process.
@@ -21,61 +20,18 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func params(t *testing.T, raw string) kit.Params {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal([]byte(raw), &m); err != nil {
-		t.Fatalf("bad test params %s: %v", raw, err)
-	}
-	p, err := kit.NewParams(declaration, m)
-	if err != nil {
-		t.Fatalf("NewParams(%s): %v", raw, err)
-	}
-	return p
-}
-
-func uniqueName(prefix string) string {
-	var b [3]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
-
-func comm(pid int) string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	return strings.TrimSpace(string(b))
-}
-
-func gone(pid int, within time.Duration) bool {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return true
-		}
-		if _, rest := splitStat(string(b)); len(rest) > 0 && rest[0] == "Z" {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
-}
-
 func TestMemStressHoldsResidentMemoryUnderItsNameUntilSIGTERM(t *testing.T) {
-	name := uniqueName("memhog")
+	name := kittest.UniqueName("memhog")
 	r := kit.NewTestReport()
-	if err := run(context.Background(), params(t, `{"size_mb": 64, "duration": 30, "process_name": "`+name+`"}`), r); err != nil {
+	if err := run(context.Background(), moduletest.Params(t, declaration, `{"size_mb": 64, "duration": 30, "process_name": "`+name+`"}`), r); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	pid, _ := r.Result()["pid"].(int)
 	if pid <= 0 {
 		t.Fatalf("pid = %#v", r.Result()["pid"])
 	}
-	t.Cleanup(func() {
-		if comm(pid) == name {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
-	if got := comm(pid); got != name {
+	kittest.KillAtCleanup(t, pid, name)
+	if got := kittest.Comm(pid); got != name {
 		t.Errorf("comm = %q; want %q", got, name)
 	}
 	if rss, _ := r.Result()["rss_mb"].(int64); rss < 64 {
@@ -93,24 +49,20 @@ func TestMemStressHoldsResidentMemoryUnderItsNameUntilSIGTERM(t *testing.T) {
 		t.Errorf("changes = %+v", ch)
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
-	if !gone(pid, 3*time.Second) {
+	if !kittest.WaitGone(pid, 3*time.Second) {
 		t.Errorf("memory process %d still runs 3s after SIGTERM", pid)
 	}
 }
 
 func TestMemStressReleasesMemoryWhenTheDurationEnds(t *testing.T) {
-	name := uniqueName("memhog")
+	name := kittest.UniqueName("memhog")
 	r := kit.NewTestReport()
-	if err := run(context.Background(), params(t, `{"size_mb": 8, "duration": 1, "process_name": "`+name+`"}`), r); err != nil {
+	if err := run(context.Background(), moduletest.Params(t, declaration, `{"size_mb": 8, "duration": 1, "process_name": "`+name+`"}`), r); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	pid := r.Result()["pid"].(int)
-	t.Cleanup(func() {
-		if comm(pid) == name {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
-	if !gone(pid, 4*time.Second) {
+	kittest.KillAtCleanup(t, pid, name)
+	if !kittest.WaitGone(pid, 4*time.Second) {
 		t.Errorf("memory process %d still runs 4s after a 1s duration", pid)
 	}
 }
@@ -120,9 +72,9 @@ func TestMemStressRefusesMoreThanTheMachineHas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := fmt.Sprintf(`{"size_mb": %d, "process_name": "%s"}`, mem["MemTotal"]>>10+1, uniqueName("memhog"))
+	raw := fmt.Sprintf(`{"size_mb": %d, "process_name": "%s"}`, mem["MemTotal"]>>10+1, kittest.UniqueName("memhog"))
 	r := kit.NewTestReport()
-	err = run(context.Background(), params(t, raw), r)
+	err = run(context.Background(), moduletest.Params(t, declaration, raw), r)
 	if err == nil || !strings.Contains(err.Error(), "MB of memory") {
 		t.Fatalf("run = %v; want a refusal naming the machine's memory", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/procfs"
 )
 
 //go:embed params.schema.json
@@ -50,7 +51,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	if err != nil {
 		return fmt.Errorf("start port holder: %w", err)
 	}
-	start, err := waitNamed(ctx, "/proc", pid, name)
+	start, err := procfs.WaitNamed(ctx, "/proc", pid, name, startTimeout)
 	if err != nil {
 		return fmt.Errorf("start port holder: %w", err)
 	}
@@ -136,12 +137,12 @@ func background(ctx context.Context, args map[string]any) error {
 	if err != nil {
 		return err
 	}
-	if duration := time.Duration(argInt(args, "duration_s")) * time.Second; duration > 0 {
+	if duration := time.Duration(kit.ArgInt(args, "duration_s")) * time.Second; duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, duration)
 		defer cancel()
 	}
-	fd, err := bindPort(protocol, ip, int(argInt(args, "port")))
+	fd, err := bindPort(protocol, ip, int(kit.ArgInt(args, "port")))
 	if err != nil {
 		return err
 	}
@@ -250,61 +251,6 @@ func socketInodes(path string, port int64, state string, inodes map[string]bool)
 		}
 	}
 	return sc.Err()
-}
-
-// argInt reads an integer argument; Spawn's JSON hands numbers over as float64.
-func argInt(args map[string]any, key string) int64 {
-	switch v := args[key].(type) {
-	case float64:
-		return int64(v)
-	case int64:
-		return v
-	case int:
-		return int64(v)
-	}
-	return 0
-}
-
-// waitNamed waits until process pid shows comm name (the fault process sets
-// it first thing), and returns its start time in clock ticks after boot, which
-// tells this process apart from a later one reusing the pid.
-func waitNamed(ctx context.Context, procDir string, pid int, name string) (uint64, error) {
-	want := name
-	if len(want) > 15 {
-		want = want[:15]
-	}
-	dir := filepath.Join(procDir, strconv.Itoa(pid))
-	deadline := time.Now().Add(startTimeout)
-	for {
-		stat, err := os.ReadFile(filepath.Join(dir, "stat"))
-		if err != nil {
-			return 0, fmt.Errorf("process %d exited at once", pid)
-		}
-		comm, rest := splitStat(string(stat))
-		if len(rest) > 19 && rest[0] == "Z" {
-			return 0, fmt.Errorf("process %d exited at once", pid)
-		}
-		if comm == want && len(rest) > 19 {
-			return strconv.ParseUint(rest[19], 10, 64)
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("process %d is still %q after %s; want %q", pid, comm, startTimeout, want)
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-// splitStat cuts /proc/PID/stat into comm and the fields after it (state first).
-func splitStat(stat string) (comm string, rest []string) {
-	open, end := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
-	if open < 0 || end < open {
-		return "", nil
-	}
-	return stat[open+1 : end], strings.Fields(stat[end+1:])
 }
 
 var module = kit.Module{Name: "occupy_port", Kind: kit.Chaos, Declaration: declaration, Run: run, Background: background}

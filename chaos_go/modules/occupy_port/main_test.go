@@ -2,65 +2,25 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
+	"chaosrun/chaos_go/kit/kittest/netnstest"
 )
 
 // TestMain lets kit.Spawn re-execute this test binary as the port holder.
 func TestMain(m *testing.M) {
 	kit.RunIfChild(module)
 	os.Exit(m.Run())
-}
-
-func params(t *testing.T, raw string) kit.Params {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal([]byte(raw), &m); err != nil {
-		t.Fatalf("bad test params %s: %v", raw, err)
-	}
-	p, err := kit.NewParams(declaration, m)
-	if err != nil {
-		t.Fatalf("NewParams(%s): %v", raw, err)
-	}
-	return p
-}
-
-func uniqueName(prefix string) string {
-	var b [3]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
-
-// freePort returns a port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T, protocol string) int {
-	t.Helper()
-	if protocol == "udp" {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pc.Close()
-		return pc.LocalAddr().(*net.UDPAddr).Port
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func procFile(pid int, name string) string {
@@ -72,19 +32,14 @@ func procFile(pid int, name string) string {
 func holder(t *testing.T, raw string) (int, *kit.Report) {
 	t.Helper()
 	r := kit.NewTestReport()
-	if err := run(context.Background(), params(t, raw), r); err != nil {
+	if err := run(context.Background(), moduletest.Params(t, declaration, raw), r); err != nil {
 		t.Fatalf("run(%s): %v", raw, err)
 	}
 	pid, _ := r.Result()["pid"].(int)
 	if pid <= 0 {
 		t.Fatalf("pid = %#v", r.Result()["pid"])
 	}
-	comm := procFile(pid, "comm")
-	t.Cleanup(func() {
-		if procFile(pid, "comm") == comm {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	kittest.KillAtCleanup(t, pid, kittest.Comm(pid))
 	return pid, r
 }
 
@@ -105,11 +60,11 @@ func waitFree(t *testing.T, addr string) {
 }
 
 func TestOccupyPortHoldsATCPPortUnderADaemonName(t *testing.T) {
-	port := freePort(t, "tcp")
+	port := kittest.FreePort(t, "tcp")
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	pid, r := holder(t, fmt.Sprintf(`{"port": %d, "address": "127.0.0.1"}`, port))
 
-	if got := procFile(pid, "comm"); got != "nginx: master p" {
+	if got := kittest.Comm(pid); got != "nginx: master p" {
 		t.Errorf("comm = %q; want %q", got, "nginx: master p")
 	}
 	if got := procFile(pid, "cmdline"); got != "nginx: master process" {
@@ -142,11 +97,11 @@ func TestOccupyPortHoldsATCPPortUnderADaemonName(t *testing.T) {
 }
 
 func TestOccupyPortHoldsAUDPPortAndLetsGoAfterItsDuration(t *testing.T) {
-	port := freePort(t, "udp")
+	port := kittest.FreePort(t, "udp")
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	name := uniqueName("named-")
+	name := kittest.UniqueName("named-")
 	pid, _ := holder(t, fmt.Sprintf(`{"port": %d, "address": "127.0.0.1", "protocol": "udp", "duration": 1, "process_name": %q}`, port, name))
-	if got := procFile(pid, "comm"); got != name {
+	if got := kittest.Comm(pid); got != name {
 		t.Errorf("comm = %q; want %q", got, name)
 	}
 	if pc, err := net.ListenPacket("udp", addr); err == nil {
@@ -168,14 +123,9 @@ func TestOccupyPortHoldsAUDPPortAndLetsGoAfterItsDuration(t *testing.T) {
 }
 
 func TestOccupyPortRefusesAPortThatIsTaken(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	port := ln.Addr().(*net.TCPAddr).Port
+	_, port := kittest.Listen(t)
 	r := kit.NewTestReport()
-	err = run(context.Background(), params(t, fmt.Sprintf(`{"port": %d, "address": "127.0.0.1", "process_name": %q}`, port, uniqueName("named-"))), r)
+	err := run(context.Background(), moduletest.Params(t, declaration, fmt.Sprintf(`{"port": %d, "address": "127.0.0.1", "process_name": %q}`, port, kittest.UniqueName("named-"))), r)
 	if err == nil || !strings.Contains(err.Error(), "is not free") {
 		t.Fatalf("run = %v; want a 'not free' error", err)
 	}
@@ -200,52 +150,12 @@ func TestSocketInodesReadsListeningPortsFromProcNet(t *testing.T) {
 	}
 }
 
-// setnsSyscall numbers setns(2) per architecture; package syscall does not export it.
-var setnsSyscall = map[string]uintptr{"amd64": 308, "arm64": 268, "386": 346, "arm": 375, "riscv64": 268, "ppc64le": 350, "s390x": 339}
-
-// inNetns runs fn on an OS thread moved into the named namespace; sockets it
-// opens and processes it starts live there. The thread stays locked, so the
-// runtime throws it away afterwards.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open("/run/netns/" + name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		nr, ok := setnsSyscall[runtime.GOARCH]
-		if !ok {
-			errc <- fmt.Errorf("setns: unknown syscall number on %s", runtime.GOARCH)
-			return
-		}
-		if _, _, e := syscall.RawSyscall(nr, f.Fd(), syscall.CLONE_NEWNET, 0); e != 0 {
-			errc <- fmt.Errorf("setns %s: %w", name, e)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
 // The default address binds every address, so this runs in a namespace of its own.
 func TestOccupyPortOnTheDefaultAddressHoldsIPv4AndIPv6InANamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
-	}
-	var b [4]byte
-	rand.Read(b[:])
-	ns := "chaosrun-t-" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	exec.Command("ip", "-n", ns, "link", "set", "lo", "up").Run()
-	p := params(t, `{"port": 8080, "process_name": "`+uniqueName("named-")+`"}`)
+	ns := netnstest.New(t)
+	p := moduletest.Params(t, declaration, `{"port": 8080, "process_name": "`+kittest.UniqueName("named-")+`"}`)
 	r := kit.NewTestReport()
-	err := inNetns(ns, func() error {
+	err := netnstest.Run(ns, func() error {
 		if err := run(context.Background(), p, r); err != nil {
 			return err
 		}

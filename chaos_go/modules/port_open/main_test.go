@@ -2,42 +2,23 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/kittest"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
+	"chaosrun/chaos_go/kit/kittest/netnstest"
 )
 
-func probe(t *testing.T, raw map[string]any) map[string]any {
-	t.Helper()
-	p, err := kit.NewParams(declaration, raw)
-	if err != nil {
-		t.Fatalf("NewParams: %v", err)
-	}
-	r := kit.NewTestReport()
-	if err := run(context.Background(), p, r); err != nil {
-		t.Fatalf("run(%v): %v", raw, err)
-	}
-	return r.Result()
-}
-
 func TestPortOpenSeesAListenerAndARefusal(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	res := probe(t, map[string]any{"port": port})
+	ln, port := kittest.Listen(t)
+	res := moduletest.Probe(t, declaration, run, map[string]any{"port": port})
 	if res["open"] != true || res["state"] != "open" || res["reason"] != "" {
 		t.Errorf("listening port: %v; want open", res)
 	}
@@ -45,7 +26,7 @@ func TestPortOpenSeesAListenerAndARefusal(t *testing.T) {
 		t.Errorf("latency_ms = %v; want a small non-negative number", res["latency_ms"])
 	}
 	ln.Close()
-	res = probe(t, map[string]any{"port": port, "host": "localhost", "timeout_ms": 500})
+	res = moduletest.Probe(t, declaration, run, map[string]any{"port": port, "host": "localhost", "timeout_ms": 500})
 	if res["open"] != false || res["state"] != "closed" || !strings.Contains(res["reason"].(string), "refused") {
 		t.Errorf("closed port: %v; want closed, connection refused", res)
 	}
@@ -77,63 +58,24 @@ func TestPortOpenUDPTellsAClosedPortFromABoundOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := pc.LocalAddr().(*net.UDPAddr).Port
-	res := probe(t, map[string]any{"port": port, "protocol": "udp", "timeout_ms": 300})
+	res := moduletest.Probe(t, declaration, run, map[string]any{"port": port, "protocol": "udp", "timeout_ms": 300})
 	if res["open"] != true || res["state"] != "open|filtered" {
 		t.Errorf("bound udp port: %v; want open|filtered", res)
 	}
 	pc.Close()
-	res = probe(t, map[string]any{"port": port, "protocol": "udp", "timeout_ms": 1000})
+	res = moduletest.Probe(t, declaration, run, map[string]any{"port": port, "protocol": "udp", "timeout_ms": 1000})
 	if res["open"] != false || res["state"] != "closed" {
 		t.Errorf("closed udp port: %v; want closed", res)
 	}
 }
 
-// setnsSyscall numbers setns(2) per architecture; package syscall does not export it.
-var setnsSyscall = map[string]uintptr{"amd64": 308, "arm64": 268, "386": 346, "arm": 375, "riscv64": 268, "ppc64le": 350, "s390x": 339}
-
-// inNetns runs fn on an OS thread moved into the named namespace. The thread
-// stays locked, so the runtime throws it away afterwards.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open("/run/netns/" + name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		nr, ok := setnsSyscall[runtime.GOARCH]
-		if !ok {
-			errc <- fmt.Errorf("setns: unknown syscall number on %s", runtime.GOARCH)
-			return
-		}
-		if _, _, e := syscall.RawSyscall(nr, f.Fd(), syscall.CLONE_NEWNET, 0); e != 0 {
-			errc <- fmt.Errorf("setns %s: %w", name, e)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
 func TestPortOpenCallsADroppedPortFilteredAfterItsTimeout(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
-	}
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("nft is not installed")
 	}
-	var b [4]byte
-	rand.Read(b[:])
-	ns := "chaosrun-t-" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	exec.Command("ip", "-n", ns, "link", "set", "lo", "up").Run()
+	ns := netnstest.New(t)
 	rules := "add table inet t\nadd chain inet t in { type filter hook input priority 0; }\nadd rule inet t in tcp dport 9 drop\n"
-	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+	cmd := netnstest.Command(ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft in %s: %v: %s", ns, err, out)
@@ -143,7 +85,7 @@ func TestPortOpenCallsADroppedPortFilteredAfterItsTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := kit.NewTestReport()
-	if err := inNetns(ns, func() error { return run(context.Background(), p, r) }); err != nil {
+	if err := netnstest.Run(ns, func() error { return run(context.Background(), p, r) }); err != nil {
 		t.Fatal(err)
 	}
 	res := r.Result()
@@ -161,14 +103,10 @@ func TestBuiltBinaryReportsAnOpenPortToTheMonitor(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the module")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	_, port := kittest.Listen(t)
 	bin := kittest.Build(t, ".")
 	mon := kittest.NewMonitor(t)
-	res := mon.RunBinary(t, bin, "port_open", map[string]any{"port": ln.Addr().(*net.TCPAddr).Port}, 10*time.Second)
+	res := mon.RunBinary(t, bin, "port_open", map[string]any{"port": port}, 10*time.Second)
 	if res.Exit != 0 || res.Outcome.Err != nil {
 		t.Fatalf("exit %d, monitor %v, stderr %q", res.Exit, res.Outcome.Err, res.Stderr)
 	}

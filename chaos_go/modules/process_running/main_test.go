@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,42 +8,17 @@ import (
 	"testing"
 	"time"
 
-	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
 func probe(t *testing.T, name string) map[string]any {
 	t.Helper()
-	p, err := kit.NewParams(declaration, map[string]any{"name": name})
-	if err != nil {
-		t.Fatalf("NewParams: %v", err)
-	}
-	r := kit.NewTestReport()
-	if err := run(context.Background(), p, r); err != nil {
-		t.Fatalf("run(%s): %v", name, err)
-	}
-	return r.Result()
-}
-
-// uniqueSleep copies sleep to a temp file with a name no other process has.
-func uniqueSleep(t *testing.T) (path, name string) {
-	t.Helper()
-	var b [4]byte
-	rand.Read(b[:])
-	name = "slp" + hex.EncodeToString(b[:])
-	src, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Skip("no sleep binary")
-	}
-	data, _ := os.ReadFile(src)
-	path = filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return path, name
+	return moduletest.Probe(t, declaration, run, map[string]any{"name": name})
 }
 
 func TestProcessRunningCountsLiveProcessesByName(t *testing.T) {
-	path, name := uniqueSleep(t)
+	path, name := kittest.UniqueSleep(t)
 	if res := probe(t, name); res["running"] != false || res["count"] != 0 || !reflect.DeepEqual(res["pids"], []int{}) {
 		t.Errorf("before start: %v; want nothing running", res)
 	}

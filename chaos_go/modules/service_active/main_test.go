@@ -1,28 +1,14 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
-
-func probe(t *testing.T, raw map[string]any) map[string]any {
-	t.Helper()
-	p, err := kit.NewParams(declaration, raw)
-	if err != nil {
-		t.Fatalf("NewParams: %v", err)
-	}
-	r := kit.NewTestReport()
-	if err := run(context.Background(), p, r); err != nil {
-		t.Fatalf("run(%v): %v", raw, err)
-	}
-	return r.Result()
-}
 
 // fakeSystemctl writes a systemctl that answers is-active with active and
 // is-enabled with enabled, exiting the way systemctl does.
@@ -51,7 +37,7 @@ func TestServiceActiveReportsSystemctlsAnswers(t *testing.T) {
 		{"inactive", "disabled", false},
 		{"failed", "masked", false},
 	} {
-		res := probe(t, map[string]any{"service": "nginx", "systemctl_path": fakeSystemctl(t, c.state, c.enabled)})
+		res := moduletest.Probe(t, declaration, run, map[string]any{"service": "nginx", "systemctl_path": fakeSystemctl(t, c.state, c.enabled)})
 		if res["active"] != c.active || res["state"] != c.state || res["enabled"] != c.enabled || res["reason"] != "" {
 			t.Errorf("%s/%s: result %v", c.state, c.enabled, res)
 		}
@@ -59,7 +45,7 @@ func TestServiceActiveReportsSystemctlsAnswers(t *testing.T) {
 }
 
 func TestServiceActiveWithoutSystemctlIsUnknownWithAReason(t *testing.T) {
-	res := probe(t, map[string]any{"service": "nginx", "systemctl_path": filepath.Join(t.TempDir(), "systemctl")})
+	res := moduletest.Probe(t, declaration, run, map[string]any{"service": "nginx", "systemctl_path": filepath.Join(t.TempDir(), "systemctl")})
 	if res["active"] != false || res["state"] != "unknown" || !strings.HasPrefix(res["reason"].(string), "systemctl not found: ") {
 		t.Errorf("result %v; want state unknown, reason 'systemctl not found: ...'", res)
 	}
@@ -72,7 +58,7 @@ func TestServiceActiveWithoutSystemdIsUnknownWithSystemctlsMessage(t *testing.T)
 	if _, err := exec.LookPath("systemctl"); err != nil {
 		t.Skip("systemctl is not installed")
 	}
-	res := probe(t, map[string]any{"service": "chaosrun-test-no-such-unit"})
+	res := moduletest.Probe(t, declaration, run, map[string]any{"service": "chaosrun-test-no-such-unit"})
 	if res["active"] != false || res["state"] != "unknown" || !strings.Contains(res["reason"].(string), "booted with systemd") {
 		t.Errorf("result %v; want state unknown with systemctl's 'not booted with systemd' message", res)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,20 +10,8 @@ import (
 	"testing"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
-
-func params(t *testing.T, raw string) kit.Params {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal([]byte(raw), &m); err != nil {
-		t.Fatalf("bad test params %s: %v", raw, err)
-	}
-	p, err := kit.NewParams(declaration, m)
-	if err != nil {
-		t.Fatalf("NewParams(%s): %v", raw, err)
-	}
-	return p
-}
 
 // fakeSystemctl writes a shell script that answers like systemctl for one
 // unit, keeping its state in dir and logging every call's arguments.
@@ -67,9 +54,7 @@ func TestActionArgvIsTheExactSystemctlCommand(t *testing.T) {
 
 func TestServiceNamePatternRejectsOptions(t *testing.T) {
 	for _, bad := range []string{"--now", "-H", "a b", ""} {
-		var m map[string]any
-		json.Unmarshal([]byte(`{"service": "`+bad+`"}`), &m)
-		p, err := kit.NewParams(declaration, m)
+		p, err := moduletest.ParseParams(declaration, `{"service": "`+bad+`"}`)
 		if err != nil {
 			continue // the kit already refuses it
 		}
@@ -78,14 +63,14 @@ func TestServiceNamePatternRejectsOptions(t *testing.T) {
 		}
 	}
 	for _, good := range []string{"nginx", "getty@tty1.service", "systemd-journald.service", "dev-sda1.mount"} {
-		params(t, `{"service": "`+good+`"}`)
+		moduletest.Params(t, declaration, `{"service": "`+good+`"}`)
 	}
 }
 
 func TestMaskRunsSystemctlAndRecordsTheStateToRestore(t *testing.T) {
 	systemctl, log := fakeSystemctl(t)
 	r := kit.NewTestReport()
-	p := params(t, `{"service": "nginx", "action": "mask", "systemctl_path": "`+systemctl+`"}`)
+	p := moduletest.Params(t, declaration, `{"service": "nginx", "action": "mask", "systemctl_path": "`+systemctl+`"}`)
 	if err := run(context.Background(), p, r); err != nil {
 		t.Fatalf("run: %v", err)
 	}
@@ -112,11 +97,11 @@ func TestMaskRunsSystemctlAndRecordsTheStateToRestore(t *testing.T) {
 
 func TestMissingSystemctlIsAClearError(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "systemctl")
-	err := run(context.Background(), params(t, `{"service": "nginx", "systemctl_path": "`+missing+`"}`), kit.NewTestReport())
+	err := run(context.Background(), moduletest.Params(t, declaration, `{"service": "nginx", "systemctl_path": "`+missing+`"}`), kit.NewTestReport())
 	if err == nil || !strings.HasPrefix(err.Error(), "systemctl not found: ") {
 		t.Fatalf("run = %v; want an error starting %q", err, "systemctl not found: ")
 	}
-	err = run(context.Background(), params(t, `{"service": "nginx", "systemctl_path": "no-such-systemctl-here"}`), kit.NewTestReport())
+	err = run(context.Background(), moduletest.Params(t, declaration, `{"service": "nginx", "systemctl_path": "no-such-systemctl-here"}`), kit.NewTestReport())
 	if err == nil || !strings.HasPrefix(err.Error(), "systemctl not found: ") {
 		t.Fatalf("run = %v; want an error starting %q", err, "systemctl not found: ")
 	}
@@ -130,7 +115,7 @@ func TestRealSystemctlWithoutSystemdFailsWithItsOwnMessage(t *testing.T) {
 		t.Skip("systemctl is not installed")
 	}
 	r := kit.NewTestReport()
-	err := run(context.Background(), params(t, `{"service": "chaosrun-test-no-such-unit"}`), r)
+	err := run(context.Background(), moduletest.Params(t, declaration, `{"service": "chaosrun-test-no-such-unit"}`), r)
 	if err == nil {
 		t.Fatal("run succeeded without systemd; want an error")
 	}
