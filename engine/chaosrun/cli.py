@@ -39,7 +39,10 @@ def _print_errors(errors: Sequence[ScenarioError], fmt: str = "text") -> None:
         print(err)
     if errors:
         files = len({e.span.file for e in errors})
-        print(f"{len(errors)} error{'s' if len(errors) != 1 else ''} in {files} file{'s' if files != 1 else ''}", file=sys.stderr)
+        print(
+            f"{len(errors)} error{'s' if len(errors) != 1 else ''} in {files} file{'s' if files != 1 else ''}",
+            file=sys.stderr,
+        )
 
 
 _SCENARIO_KEYS = frozenset({"version", "name", "steps", "verify", "targets", "vars", "monitor"})
@@ -149,13 +152,19 @@ def _run(args: argparse.Namespace, section: Section) -> int:
     plan = build_plan(scenario, seed=seed, inventory=inventory)
     limit = raise_fd_limit()
     if limit < 4 * min(args.parallel, len(plan.environments)) + 64:
-        print(f"chaosrun: warning: only {limit} open files allowed; raise `ulimit -n` for "
-              f"{len(plan.environments)} environments at --parallel {args.parallel}", file=sys.stderr)
+        print(
+            f"chaosrun: warning: only {limit} open files allowed; raise `ulimit -n` for "
+            f"{len(plan.environments)} environments at --parallel {args.parallel}",
+            file=sys.stderr,
+        )
     fmt = getattr(args, "format", "text")
     live = sys.stderr.isatty() and fmt == "text" and not args.plain
     reporter: Any = LiveReporter() if live else PlainReporter()
     options = RunOptions(
-        audit_dir=Path(args.audit), section=section, parallel=args.parallel, reporter=reporter,
+        audit_dir=Path(args.audit),
+        section=section,
+        parallel=args.parallel,
+        reporter=reporter,
         key_path=Path(args.key) if args.key else None,
     )
     from .run.audit import AuditError
@@ -295,7 +304,11 @@ def cmd_modules(args: argparse.Namespace) -> int:
             print(format_module(decl))
         return EXIT_OK
     if args.format == "json":
-        print(json.dumps([{"name": d.name, "kind": d.kind.value, "description": d.description} for d in cat.values()], indent=2))
+        print(
+            json.dumps(
+                [{"name": d.name, "kind": d.kind.value, "description": d.description} for d in cat.values()], indent=2
+            )
+        )
         return EXIT_OK
     for kind, title in (("chaos", "chaos modules"), ("probe", "probes")):
         print(f"{title}:")
@@ -327,7 +340,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--parallel", type=int, default=50, metavar="N", help="environments at once (50)")
         p.add_argument("--audit", metavar="DIR", default="audit", help="directory for the audit log (./audit)")
         p.add_argument("--plain", action="store_true", help="plain log lines instead of the live table")
-        p.add_argument("--key", metavar="PATH", help="monitor's Ed25519 signing key ($CHAOSRUN_KEY or ~/.config/chaosrun/monitor_ed25519)")
+        p.add_argument(
+            "--key",
+            metavar="PATH",
+            help="monitor's Ed25519 signing key ($CHAOSRUN_KEY or ~/.config/chaosrun/monitor_ed25519)",
+        )
 
     p = sub.add_parser("lint", help="check scenario and inventory files")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -363,8 +380,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("demo", help="run the bundled demo against a throwaway local testenv")
-    p.add_argument("--server", choices=("auto", "openssh", "asyncssh"), default="auto",
-                   help="local SSH server: OpenSSH's sshd when installed (auto), or an in-process one")
+    p.add_argument(
+        "--server",
+        choices=("auto", "openssh", "asyncssh"),
+        default="auto",
+        help="local SSH server: OpenSSH's sshd when installed (auto), or an in-process one",
+    )
     p.add_argument("--audit", metavar="DIR", default="audit", help="directory for the audit logs (./audit)")
     p.add_argument("--keep", action="store_true", help="keep the temporary testenv folder for inspection")
     p.add_argument("--plain", action="store_true", help="plain log lines instead of the live table")

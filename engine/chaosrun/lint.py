@@ -110,14 +110,14 @@ class _Graph:
                     trail.pop()
                     state[node] = 2
                 elif state.get(dep) == 1:
-                    cycle = trail[trail.index(dep):]
+                    cycle = trail[trail.index(dep) :]
                     key = frozenset(cycle)
                     if key not in reported:
                         reported.add(key)
                         first = min(cycle, key=lambda n: self.top[n].span)
                         step = self.top[first]
                         span = step.keys.get("needs", step.span)
-                        loop = cycle[cycle.index(first):] + cycle[: cycle.index(first)] + [first]
+                        loop = cycle[cycle.index(first) :] + cycle[: cycle.index(first)] + [first]
                         errors.append(ScenarioError(f"needs cycle: {' -> '.join(loop)}", span))
                     # cut the edge so the rest of the graph is still usable
                     self.deps[node] = tuple(d for d in self.deps[node] if d != dep)
@@ -158,7 +158,7 @@ class _Linter:
 
     def run(self) -> list[ScenarioError]:
         self._duplicate_ids()
-        for section, steps in ((Section.STEPS, self.s.steps), (Section.VERIFY, self.s.verify)):
+        for steps in (self.s.steps, self.s.verify):
             graph = _Graph(steps, self.errors)
             for step in steps:
                 self._step(step, graph, top=step)
@@ -174,10 +174,16 @@ class _Linter:
             if step.id in first:
                 other = first[step.id]
                 self.errors.append(
-                    ScenarioError(f"duplicate step id {step.id!r} (first used at line {other.span.line})", step.keys.get("id", step.span))
+                    ScenarioError(
+                        f"duplicate step id {step.id!r} (first used at line {other.span.line})",
+                        step.keys.get("id", step.span),
+                    )
                 )
                 self.errors.append(
-                    ScenarioError(f"duplicate step id {step.id!r} (used again at line {step.span.line})", other.keys.get("id", other.span))
+                    ScenarioError(
+                        f"duplicate step id {step.id!r} (used again at line {step.span.line})",
+                        other.keys.get("id", other.span),
+                    )
                 )
             else:
                 first[step.id] = step
@@ -187,7 +193,11 @@ class _Linter:
         keys = step.keys
         if step.group is not None:
             if "needs" in keys:
-                self.errors.append(ScenarioError(f"{where}: an option of one_of cannot have 'needs' (put it on the one_of step)", keys["needs"]))
+                self.errors.append(
+                    ScenarioError(
+                        f"{where}: an option of one_of cannot have 'needs' (put it on the one_of step)", keys["needs"]
+                    )
+                )
             if step.kind is StepKind.ONE_OF:
                 self.errors.append(ScenarioError(f"{where}: one_of cannot be nested", keys["one_of"]))
         if step.section is Section.VERIFY and step.kind is StepKind.CHAOS:
@@ -231,11 +241,15 @@ class _Linter:
         if decl is None:
             wanted = ModuleKind(step.kind.value)
             same_kind = [n for n, d in self.modules.items() if d.kind is wanted]
-            self.errors.append(ScenarioError(f"unknown {step.kind.value} module {step.module!r}", span, _hint(step.module, same_kind)))
+            self.errors.append(
+                ScenarioError(f"unknown {step.kind.value} module {step.module!r}", span, _hint(step.module, same_kind))
+            )
             return None
         if decl.kind.value != step.kind.value:
             self.errors.append(
-                ScenarioError(f"{step.module!r} is a {decl.kind.value} module; write '{decl.kind.value}: {step.module}'", span)
+                ScenarioError(
+                    f"{step.module!r} is a {decl.kind.value} module; write '{decl.kind.value}: {step.module}'", span
+                )
             )
         return decl
 
@@ -244,11 +258,15 @@ class _Linter:
         if step.target is None:
             if len(roles) != 1:
                 choices = ", ".join(sorted(roles)) or "none defined"
-                self.errors.append(ScenarioError(f"step {step.id!r} needs a target (roles: {choices})", step.module_span or step.span))
+                self.errors.append(
+                    ScenarioError(f"step {step.id!r} needs a target (roles: {choices})", step.module_span or step.span)
+                )
             return
         if roles and step.target not in roles:
             self.errors.append(
-                ScenarioError(f"unknown target role {step.target!r}", step.target_span or step.span, _hint(step.target, roles))
+                ScenarioError(
+                    f"unknown target role {step.target!r}", step.target_span or step.span, _hint(step.target, roles)
+                )
             )
 
     def _params(self, step: Step, decl: ModuleDecl) -> None:
@@ -280,7 +298,9 @@ class _Linter:
         if node is None:
             missing = [p.name for p in decl.params if p.required]
             for name in missing:
-                self.errors.append(ScenarioError(f"{decl.name} needs parameter {name!r}", step.module_span or step.span))
+                self.errors.append(
+                    ScenarioError(f"{decl.name} needs parameter {name!r}", step.module_span or step.span)
+                )
             return
         validator = decl.validator
         self.errors.extend(
@@ -310,19 +330,27 @@ class _Linter:
             root = path[0] if path else None
             if root not in ROOT_NAMES:
                 self.errors.append(
-                    ScenarioError(f"unknown name {root!r} (names start with {', '.join(ROOT_NAMES)})", ref.span, _hint(str(root), ROOT_NAMES))
+                    ScenarioError(
+                        f"unknown name {root!r} (names start with {', '.join(ROOT_NAMES)})",
+                        ref.span,
+                        _hint(str(root), ROOT_NAMES),
+                    )
                 )
                 continue
             field = path[1] if len(path) > 1 else None
             if root == "vars":
                 self._var(path, ref.span)
             elif root == "target" and field is not None and field not in TARGET_FIELDS:
-                self.errors.append(ScenarioError(f"unknown name 'target.{field}' (target has {', '.join(TARGET_FIELDS)})", ref.span))
+                self.errors.append(
+                    ScenarioError(f"unknown name 'target.{field}' (target has {', '.join(TARGET_FIELDS)})", ref.span)
+                )
             elif root == "env" and field is not None and field not in ENV_FIELDS:
                 self.errors.append(ScenarioError(f"unknown name 'env.{field}' (env has name)", ref.span))
             elif root == "result":
                 if not in_expect:
-                    self.errors.append(ScenarioError("'result' is only defined in expect (use steps.ID.result elsewhere)", ref.span))
+                    self.errors.append(
+                        ScenarioError("'result' is only defined in expect (use steps.ID.result elsewhere)", ref.span)
+                    )
                 elif decl is not None and isinstance(field, str):
                     self._result_field(decl, field, ref.span, f"result.{field}")
             elif root == "steps":
@@ -379,12 +407,15 @@ class _Linter:
             )
             return
         if ref_top == top.id:
-            self.errors.append(ScenarioError(f"step {step.id!r} refers to its own result (use result.FIELD in expect)", span))
+            self.errors.append(
+                ScenarioError(f"step {step.id!r} refers to its own result (use result.FIELD in expect)", span)
+            )
             return
         if not graph.runs_before(ref_top, top.id):
             self.errors.append(
                 ScenarioError(
-                    f"step {step.id!r} uses steps.{ref_id} but {ref_id!r} does not surely run before it (add it to needs)",
+                    f"step {step.id!r} uses steps.{ref_id} but {ref_id!r} does not surely run before it "
+                    "(add it to needs)",
                     span,
                 )
             )
@@ -392,7 +423,13 @@ class _Linter:
         if len(path) > 2:
             field = path[2]
             if field not in STEP_FIELDS:
-                self.errors.append(ScenarioError(f"unknown name 'steps.{ref_id}.{field}' (a step has {', '.join(STEP_FIELDS)})", span, _hint(str(field), STEP_FIELDS)))
+                self.errors.append(
+                    ScenarioError(
+                        f"unknown name 'steps.{ref_id}.{field}' (a step has {', '.join(STEP_FIELDS)})",
+                        span,
+                        _hint(str(field), STEP_FIELDS),
+                    )
+                )
             elif field == "result" and len(path) > 3 and isinstance(path[3], str):
                 referenced = section_steps[ref_id]
                 candidates = referenced.options or (referenced,)
@@ -401,7 +438,9 @@ class _Linter:
                     fields = {f.name for d in decls if d for f in d.results}
                     if path[3] not in fields:
                         self.errors.append(
-                            ScenarioError(f"step {ref_id!r} has no result field {path[3]!r}", span, _hint(path[3], fields))
+                            ScenarioError(
+                                f"step {ref_id!r} has no result field {path[3]!r}", span, _hint(path[3], fields)
+                            )
                         )
 
     def _result_field(self, decl: ModuleDecl, field: str, span: Span, shown: str) -> None:

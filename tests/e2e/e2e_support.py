@@ -120,5 +120,3 @@ class Exam:
 
     def leftovers(self) -> list[str]:
         return sorted(p.name for p in self.remote_tmp.iterdir())
-
-

@@ -13,7 +13,6 @@ import ctypes
 import ctypes.util
 import json
 import os
-import re
 import socket
 import struct
 import subprocess
@@ -131,7 +130,16 @@ def test_a_spoofed_callback_with_a_guessed_token_and_key_is_rejected(exam: Exam,
     def attack(port: int) -> None:
         with connect(port) as s:
             challenge = b"\0" * 16  # the attacker does not know it, nor the key
-            s.sendall(seal(os.urandom(32), challenge, b"c2m", 0, {"t": "hello", "token": "guess", "run": "x", "step": "real"}, False))
+            s.sendall(
+                seal(
+                    os.urandom(32),
+                    challenge,
+                    b"c2m",
+                    0,
+                    {"t": "hello", "token": "guess", "run": "x", "step": "real"},
+                    False,
+                )
+            )
             s.recv(10)
 
     r, _ = attack_and_run(exam, attack)
@@ -148,7 +156,9 @@ def test_a_spoofed_callback_with_a_guessed_token_and_key_is_rejected(exam: Exam,
     ],
     ids=["garbage", "truncated", "oversized"],
 )
-def test_garbage_truncated_and_oversized_frames_are_dropped(exam: Exam, callback_mode: str, payload: bytes, reason: str) -> None:
+def test_garbage_truncated_and_oversized_frames_are_dropped(
+    exam: Exam, callback_mode: str, payload: bytes, reason: str
+) -> None:
     def attack(port: int) -> None:
         with connect(port) as s:
             s.sendall(payload)
@@ -165,7 +175,11 @@ def test_a_silent_connection_times_out_without_holding_up_the_step(exam: Exam, c
     def attack(port: int) -> socket.socket:
         return connect(port)  # keep it open, say nothing (slowloris)
 
-    r, attacker = attack_and_run(exam, attack, f"  - {{id: real, target: web, probe: command, with: {{command: 'sleep 6', timeout_ms: 20000}}}}\n")
+    r, attacker = attack_and_run(
+        exam,
+        attack,
+        "  - {id: real, target: web, probe: command, with: {command: 'sleep 6', timeout_ms: 20000}}\n",
+    )
     attacker.value.close()  # type: ignore[union-attr]
     assert_step_unharmed(r)
     assert "hello timeout" in rejected(r)
@@ -315,7 +329,9 @@ def _inotify_replace(directory: Path, marker: Path, stop: threading.Event, hits:
         os.close(fd)
 
 
-def test_a_binary_replaced_on_disk_after_upload_never_runs_and_never_sees_the_config(exam: Exam, callback_mode: str) -> None:
+def test_a_binary_replaced_on_disk_after_upload_never_runs_and_never_sees_the_config(
+    exam: Exam, callback_mode: str
+) -> None:
     marker = exam.workdir / "stolen-config"
     stop, hits = threading.Event(), []
     watcher = threading.Thread(target=_inotify_replace, args=(exam.remote_tmp, marker, stop, hits), daemon=True)
@@ -363,7 +379,9 @@ def test_nothing_secret_is_visible_in_proc_and_no_binary_is_on_disk_while_a_step
             for what in ("cmdline", "environ"):
                 with contextlib.suppress(OSError):
                     data = (pid_dir / what).read_bytes()
-                    findings.extend(f"{name} in {pid_dir.name}/{what}: {data[:80]!r}" for name, s in secrets_.items() if s in data)
+                    findings.extend(
+                        f"{name} in {pid_dir.name}/{what}: {data[:80]!r}" for name, s in secrets_.items() if s in data
+                    )
         findings.extend(f"file {p.name}" for p in exam.remote_tmp.iterdir())
         with open(fifo, "w") as writer:  # let the probe finish
             writer.write(marker + "\n")
@@ -424,7 +442,9 @@ def test_the_ssh_connection_dropped_mid_run_fails_the_step_and_leaves_nothing(ex
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
 
-    r, _ = attack_and_run(exam, cut, f"  - {{id: real, target: web, probe: command, with: {{command: 'sleep 3', timeout_ms: 20000}}}}\n")
+    r, _ = attack_and_run(
+        exam, cut, "  - {id: real, target: web, probe: command, with: {command: 'sleep 3', timeout_ms: 20000}}\n"
+    )
     end = r.step_end("real")
     # The binary may still deliver its result over TCP (it outlives the SSH session);
     # without it, the step fails and says why.
@@ -441,6 +461,8 @@ def test_the_ssh_connection_dropped_mid_upload_fails_the_step_and_cleanup_reconn
     r, _ = attack_and_run(exam, cut, "  - {id: real, target: web, probe: command, with: {command: 'true'}}\n")
     end = r.step_end("real")
     if end["status"] != "ok":  # the cut may come a moment too late to hit the upload
-        assert "ssh" in end["reason"].lower() or "deploy" in end["reason"].lower() or "connection" in end["reason"].lower(), end
+        assert (
+            "ssh" in end["reason"].lower() or "deploy" in end["reason"].lower() or "connection" in end["reason"].lower()
+        ), end
     cleanup = r.events("cleanup")
     assert cleanup and cleanup[0]["removed"] in (True, "unlinked before exec"), cleanup

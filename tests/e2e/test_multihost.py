@@ -34,9 +34,13 @@ def network(tmp_path: Path) -> Iterator[ExamNetwork]:
 def host_entry(exam: Exam, server: object, **extra: object) -> dict[str, object]:
     s = server  # LocalSshd
     return {
-        "host": s.host, "port": s.port, "user": s.user,  # type: ignore[attr-defined]
-        "identity": str(s.identity), "known_hosts": str(s.known_hosts),  # type: ignore[attr-defined]
-        "tmp_dir": str(exam.remote_tmp), **extra,
+        "host": s.host,
+        "port": s.port,
+        "user": s.user,  # type: ignore[attr-defined]
+        "identity": str(s.identity),
+        "known_hosts": str(s.known_hosts),  # type: ignore[attr-defined]
+        "tmp_dir": str(exam.remote_tmp),
+        **extra,
     }
 
 
@@ -87,11 +91,21 @@ def test_a_two_role_scenario_runs_across_namespaces_and_callbacks_cross_a_real_i
     scenario = exam.workdir / "two.yaml"
     scenario.write_text(TWO_ROLES % {"monitor": network.monitor_address})
     inventory = exam.workdir / "inv.yml"
-    inventory.write_text(json.dumps({"environments": {"cand-001": {
-        "web": host_entry(exam, web.sshd), "db": host_entry(exam, db.sshd)}}}))
+    inventory.write_text(
+        json.dumps({"environments": {"cand-001": {"web": host_entry(exam, web.sshd), "db": host_entry(exam, db.sshd)}}})
+    )
     squatter = "pg-" + secrets.token_hex(3)
-    args = ["-i", str(inventory), "--plain", "--var", f"root={exam.sandbox}",
-            "--var", f"db_host={db.address}", "--var", f"squatter={squatter}"]
+    args = [
+        "-i",
+        str(inventory),
+        "--plain",
+        "--var",
+        f"root={exam.sandbox}",
+        "--var",
+        f"db_host={db.address}",
+        "--var",
+        f"squatter={squatter}",
+    ]
     r = exam.chaosrun("run", scenario, *args)
     pid = next(int(e["result"]["pid"]) for e in r.events("result") if e["step"] == "db_port_taken")
     try:
@@ -177,10 +191,14 @@ def test_two_hundred_environments_run_at_once_and_one_failing_host_is_isolated(e
         scenario = exam.workdir / "room.yaml"
         scenario.write_text(ROOM % {"monitor": net.monitor_address})
         sampler = Sampler()
-        base_rss = int(next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:")).split()[1])
+        base_rss = int(
+            next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:")).split()[1]
+        )
         sampler.start()
         t0 = time.monotonic()
-        r = exam.chaosrun("run", scenario, "-i", inventory, "--parallel", "250", "--plain", "--var", f"root={exam.sandbox}")
+        r = exam.chaosrun(
+            "run", scenario, "-i", inventory, "--parallel", "250", "--plain", "--var", f"root={exam.sandbox}"
+        )
         took = time.monotonic() - t0
         sampler.stop.set()
         sampler.join()
@@ -194,8 +212,10 @@ def test_two_hundred_environments_run_at_once_and_one_failing_host_is_isolated(e
     assert status["cand-down"]["mark"] == "failed" and status["cand-down"]["done"] == "failed"
     assert r.code == 1  # two environments failed, on purpose
     assert verify_file(r.audit_path).ok  # type: ignore[arg-type]
-    print(f"\n202 environments x 3 steps: {took:.1f}s, peak fds {sampler.max_fds} (limit {soft}), "
-          f"peak RSS {sampler.max_rss_kb / 1024:.0f} MiB (+{(sampler.max_rss_kb - base_rss) / 1024:.0f} MiB)")
+    print(
+        f"\n202 environments x 3 steps: {took:.1f}s, peak fds {sampler.max_fds} (limit {soft}), "
+        f"peak RSS {sampler.max_rss_kb / 1024:.0f} MiB (+{(sampler.max_rss_kb - base_rss) / 1024:.0f} MiB)"
+    )
     # bounded: a few descriptors per environment, and memory well under a GiB
     assert sampler.max_fds < 8 * 202
     assert sampler.max_rss_kb - base_rss < 1024 * 1024

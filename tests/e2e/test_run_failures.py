@@ -140,8 +140,22 @@ def test_ctrl_c_mid_run_cleans_every_target_and_closes_the_audit_log(exam: Exam)
     )
     audit = exam.workdir / "audit"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chaosrun", "run", str(s), "-i", str(exam.inventory(["web"])), "--audit", str(audit), "--plain"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "chaosrun",
+            "run",
+            str(s),
+            "-i",
+            str(exam.inventory(["web"])),
+            "--audit",
+            str(audit),
+            "--plain",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # wait until both binaries run (their listeners are up)
@@ -162,6 +176,8 @@ def test_ctrl_c_mid_run_cleans_every_target_and_closes_the_audit_log(exam: Exam)
     assert sum(1 for r in records if r["event"] == "cleanup") == 2
     ends = {r["step"]: r for r in records if r["event"] == "step_end"}
     assert {k: (v["status"], v["reason"]) for k, v in ends.items()} == {
-        "long_a": ("failed", "interrupted"), "long_b": ("failed", "interrupted")}
+        "long_a": ("failed", "interrupted"),
+        "long_b": ("failed", "interrupted"),
+    }
     assert records[-2]["environments"]["cand-001"]["ok"] is False
     assert verify_file(logs[0]).ok

@@ -100,7 +100,9 @@ def test_killed_service_kills_the_server_and_squats_on_its_port(exam: Exam) -> N
     squatter = "sq-" + secrets.token_hex(3)
     server = exam.sleeper(name)
     port = free_port()
-    run, grade = run_and_verify(exam, "killed_service.yaml", f"service_process={name}", f"port={port}", f"squatter={squatter}")
+    run, grade = run_and_verify(
+        exam, "killed_service.yaml", f"service_process={name}", f"port={port}", f"squatter={squatter}"
+    )
     pid = int(result_of(run, "squat_port")["pid"])
     try:
         assert run.code == 0, run.stdout + run.stderr
@@ -181,9 +183,15 @@ def test_user_locked_out_locks_the_account_one_of_three_ways(exam: Exam) -> None
     picked = run.events("run_start")[0]["plan"]["environments"][0]["picks"]["lock"]
     passwd, shadow = (sb / "etc/passwd").read_text(), (sb / "etc/shadow").read_text()
     expected = {
-        "lock_password": ("operator:!$6$abc$def:" in shadow, {"password_unlocked": 0, "not_expired": 3, "has_shell": 3}),
+        "lock_password": (
+            "operator:!$6$abc$def:" in shadow,
+            {"password_unlocked": 0, "not_expired": 3, "has_shell": 3},
+        ),
         "expire_account": (":99999:7::1:" in shadow, {"password_unlocked": 4, "not_expired": 0, "has_shell": 3}),
-        "no_shell": ("/home/operator:/usr/sbin/nologin" in passwd, {"password_unlocked": 4, "not_expired": 3, "has_shell": 0}),
+        "no_shell": (
+            "/home/operator:/usr/sbin/nologin" in passwd,
+            {"password_unlocked": 4, "not_expired": 3, "has_shell": 0},
+        ),
     }[picked]
     assert expected[0], (picked, passwd, shadow)
     assert points(grade) == expected[1]

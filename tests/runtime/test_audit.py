@@ -23,7 +23,9 @@ async def write_log(tmp_path: Path, records: int = 6) -> tuple[Path, Path]:
         await log.record("run_start", seed=1, token_id="abc")
         async with trio.open_nursery() as nursery:  # concurrent writers share one chain
             for i in range(records):
-                nursery.start_soon(functools.partial(log.record, "log", step=f"s{i}", msg="line\nwith newline \x1b[31m"))
+                nursery.start_soon(
+                    functools.partial(log.record, "log", step=f"s{i}", msg="line\nwith newline \x1b[31m")
+                )
         await log.record("run_end", ok=True)
     return log.path, key_path
 
@@ -55,7 +57,9 @@ def _rewrite(path: Path, lines: list[str]) -> None:
         ("forge_signature", 9, "bad signature"),
     ],
 )
-async def test_tampering_is_found_at_the_first_broken_record(tmp_path: Path, tamper: str, line: int, words: str) -> None:
+async def test_tampering_is_found_at_the_first_broken_record(
+    tmp_path: Path, tamper: str, line: int, words: str
+) -> None:
     path, key_path = await write_log(tmp_path)
     lines = path.read_text().splitlines()
     if tamper == "edit":
@@ -92,7 +96,9 @@ async def test_tampering_is_found_at_the_first_broken_record(tmp_path: Path, tam
     assert f"{path}:{line}:" in verdict.message
 
 
-async def test_audit_verify_command_reports_ok_or_the_broken_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_audit_verify_command_reports_ok_or_the_broken_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path, key_path = await write_log(tmp_path)
     assert main(["audit", "verify", str(path), "--key", str(key_path.with_name(key_path.name + ".pub"))]) == 0
     assert "OK" in capsys.readouterr().out

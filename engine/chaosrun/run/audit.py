@@ -214,8 +214,11 @@ async def open_audit(
                     if key is not None and log._failed is None:
                         public = key.public_key()
                         await log.record(
-                            "seal", head=log.last_hash, key_id=signing.key_id(public),
-                            public_key=signing.public_b64(public), sig=signing.sign(key, log.last_hash),
+                            "seal",
+                            head=log.last_hash,
+                            key_id=signing.key_id(public),
+                            public_key=signing.public_b64(public),
+                            sig=signing.sign(key, log.last_hash),
                         )
                     await log._drain()
                 nursery.cancel_scope.cancel()
@@ -242,7 +245,9 @@ def verify_file(path: Path, trusted: Ed25519PublicKey | None = None) -> Verdict:
         return Verdict(False, 0, f"{path}: empty audit log")
     if not data.endswith(b"\n"):
         lines = data.split(b"\n")
-        return Verdict(False, len(lines) - 1, f"{path}:{len(lines)}: truncated record (no newline at end of file)", len(lines))
+        return Verdict(
+            False, len(lines) - 1, f"{path}:{len(lines)}: truncated record (no newline at end of file)", len(lines)
+        )
     prev = GENESIS
     lines = data[:-1].split(b"\n")
     for number, line in enumerate(lines, start=1):
@@ -253,13 +258,26 @@ def verify_file(path: Path, trusted: Ed25519PublicKey | None = None) -> Verdict:
         if not isinstance(record, dict):
             return Verdict(False, number - 1, f"{path}:{number}: not a JSON object", number)
         if record.get("seq") != number - 1:
-            return Verdict(False, number - 1, f"{path}:{number}: record out of sequence (seq {record.get('seq')}, expected {number - 1}): a record was deleted, inserted or moved", number)
+            return Verdict(
+                False,
+                number - 1,
+                f"{path}:{number}: record out of sequence (seq {record.get('seq')}, expected {number - 1}): "
+                "a record was deleted, inserted or moved",
+                number,
+            )
         if record.get("prev") != prev:
-            return Verdict(False, number - 1, f"{path}:{number}: hash chain broken: this record or the one before it was altered", number)
+            return Verdict(
+                False,
+                number - 1,
+                f"{path}:{number}: hash chain broken: this record or the one before it was altered",
+                number,
+            )
         last_prev, prev = prev, line_hash(line)
     n = len(lines)
     if record.get("event") != "seal":
-        return Verdict(False, n, f"{path}:{n}: log ends without its signed seal record: truncated, or the run is still going", n)
+        return Verdict(
+            False, n, f"{path}:{n}: log ends without its signed seal record: truncated, or the run is still going", n
+        )
     if n < 2 or json.loads(lines[-2]).get("event") != "run_end":
         return Verdict(False, n, f"{path}:{n}: the seal does not follow a run_end record", n)
     if record.get("head") != last_prev:
@@ -272,8 +290,14 @@ def verify_file(path: Path, trusted: Ed25519PublicKey | None = None) -> Verdict:
         return Verdict(False, n, f"{path}:{n}: bad signature on the seal", n)
     if trusted is not None and signing.key_id(trusted) != signing.key_id(public):
         return Verdict(
-            False, n, f"{path}:{n}: signed by key {signing.key_id(public)}, not the trusted key {signing.key_id(trusted)}", n
+            False,
+            n,
+            f"{path}:{n}: signed by key {signing.key_id(public)}, not the trusted key {signing.key_id(trusted)}",
+            n,
         )
-    who = f"trusted key {signing.key_id(public)}" if trusted is not None else (
-        f"key {signing.key_id(public)} (embedded; pass --key to check it is the monitor's)")
+    who = (
+        f"trusted key {signing.key_id(public)}"
+        if trusted is not None
+        else (f"key {signing.key_id(public)} (embedded; pass --key to check it is the monitor's)")
+    )
     return Verdict(True, n, f"{path}: OK, {n} records, chain intact, sealed by {who}")

@@ -32,6 +32,11 @@ def safe(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _headline(what: str, plan: Plan, audit_path: Path) -> str:
+    envs = len(plan.environments)
+    return f"{what} {plan.scenario.name}: {envs} environment(s), seed {plan.seed}, audit {audit_path}"
+
+
 class PlainReporter:
     """One line per event: for logs, CI, and anything that is not a terminal."""
 
@@ -44,7 +49,9 @@ class PlainReporter:
 
     def run_started(self, plan: Plan, section: Section, audit_path: Path) -> None:
         what = "verify" if section is Section.VERIFY else "run"
-        self._say(f"{what} {plan.scenario.name}: {len(plan.environments)} environment(s), seed {plan.seed}, audit {audit_path}")
+        self._say(
+            _headline(what, plan, audit_path)
+        )
 
     def step_started(self, env: str, step: PlannedStep) -> None:
         host = f" on {step.target.host}" if step.target else ""
@@ -88,7 +95,11 @@ class LiveReporter(PlainReporter):
         self.steps = [s.id for s in steps]
         self.rows = {e.name: {} for e in plan.environments}
         what = "verify" if section is Section.VERIFY else "run"
-        self.console.print(Text(f"{what} {plan.scenario.name}: {len(plan.environments)} environment(s), seed {plan.seed}, audit {audit_path}"))
+        self.console.print(
+            Text(
+                _headline(what, plan, audit_path)
+            )
+        )
         self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=True)
         self.live.start()
 
@@ -138,7 +149,14 @@ def summary_table(report: RunReport) -> Table:
             row.append(Text(safe(s.reason, 120)))
             table.add_row(*row)
         if verify:
-            table.add_row(Text(""), Text("total", style="bold"), Text(""), Text(""), Text(f"{env.points:g}/{env.max_points:g}", style="bold"), Text(""))
+            table.add_row(
+                Text(""),
+                Text("total", style="bold"),
+                Text(""),
+                Text(""),
+                Text(f"{env.points:g}/{env.max_points:g}", style="bold"),
+                Text(""),
+            )
     return table
 
 
@@ -150,4 +168,8 @@ def print_summary(report: RunReport, console: Console) -> None:
             counts[s.status.value] = counts.get(s.status.value, 0) + 1
     parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     state = "interrupted" if report.interrupted else ("ok" if report.ok else "FAILED")
-    console.print(Text(f"{state}: {len(report.environments)} environment(s), {parts or 'no steps'}; audit log {report.audit_path}"))
+    console.print(
+        Text(
+            f"{state}: {len(report.environments)} environment(s), {parts or 'no steps'}; audit log {report.audit_path}"
+        )
+    )
