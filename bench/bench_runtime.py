@@ -103,13 +103,11 @@ def ensure_ansible() -> Path:
 def versions(playbook: Path | None) -> dict[str, str]:
     import asyncssh
     import trio
-    import trio_asyncio
 
     out = {
         "python": platform.python_version(),
         "asyncssh": asyncssh.__version__,
         "trio": trio.__version__,
-        "trio-asyncio": trio_asyncio.__version__,
         "cpus": str(os.cpu_count()),
     }
     ssh = subprocess.run(["/usr/sbin/sshd", "-V"], capture_output=True, text=True)

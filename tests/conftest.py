@@ -16,8 +16,7 @@ import pytest
 from chaosrun.localenv import LocalSshd, LocalSshdError, local_sshd
 
 if TYPE_CHECKING:
-    # Imported lazily below: trio_asyncio patches asyncio's loop policy on import, which tests
-    # that never touch SSH should not inherit.
+    # Imported lazily below, so that tests that never touch SSH do not import asyncssh.
     from chaosrun.run.ssh import HostSpec, SshConnection
 
 _SSHD_FIXTURES = {"sshd", "fresh_sshd", "ssh_spec", "ssh_conn"}
@@ -79,7 +78,7 @@ def ssh_spec(sshd: LocalSshd) -> HostSpec:
 
 @pytest.fixture
 async def ssh_conn(ssh_spec: HostSpec) -> AsyncIterator[SshConnection]:
-    """An open connection to the shared sshd, inside a trio-asyncio bridge."""
+    """An open connection to the shared sshd, over the SSH loop thread (``open_bridge``)."""
     from chaosrun.run.ssh import open_bridge, open_ssh
 
     async with open_bridge(), open_ssh(ssh_spec) as conn:

@@ -6,9 +6,9 @@ privilege separation, root. Where either is missing, :func:`local_asyncssh_serve
 in: an asyncssh server that runs each exec request as ``/bin/sh -c COMMAND`` as the current
 user and serves SFTP, which is all chaosrun's client (``chaosrun.run.ssh``) uses.
 
-The server runs in a thread of its own with its own asyncio event loop. The runtime runs
-trio with a trio-asyncio loop in the main thread; sharing a loop would tie the server's
-lifetime to one ``trio.run`` and let a blocked runtime stall the server (and the reverse).
+The server runs in a thread of its own with its own asyncio event loop, apart from the
+runtime's trio loop and the SSH client's loop thread, so a blocked runtime cannot stall the
+server (and the reverse).
 
 Like sshd, each command gets its own session (``setsid``), so ``$$`` of the remote shell is
 its process group id, which the client uses to stop a cancelled command. Unlike sshd, a
@@ -171,8 +171,8 @@ class _ServerThread:
     # server thread
 
     def _main(self) -> None:
-        # asyncio.new_event_loop() would ask the loop policy, which trio-asyncio replaces on
-        # import; a plain selector loop is what a thread of its own needs.
+        # asyncio.new_event_loop() would ask the loop policy, which an embedding program may
+        # have replaced; a plain selector loop is what a thread of its own needs.
         with (
             open(self._log_path, "a", buffering=1, encoding="utf-8") as log,
             asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner,

@@ -256,7 +256,7 @@ async def test_only_the_generated_client_key_may_log_in(asyncsshd: LocalSshd, tm
 
 
 def _in_asyncio_thread(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a plain asyncio coroutine in a thread of its own (trio-asyncio replaces the policy here)."""
+    """Run a plain asyncio coroutine in a thread of its own, apart from the test's trio loop."""
     box: list[T] = []
     errors: list[BaseException] = []
 

@@ -283,7 +283,7 @@ async def test_open_ssh_works_without_an_explicit_bridge(ssh_spec: HostSpec) -> 
 
 
 async def test_errors_come_out_of_open_bridge_unwrapped(sshd: LocalSshd) -> None:
-    # trio_asyncio.open_loop wraps what its body raises in ExceptionGroups; we don't.
+    # A bridge made of nurseries would wrap what its body raises in ExceptionGroups; ours doesn't.
     with pytest.raises(SshError, match="connection refused"):
         async with open_bridge(), open_ssh(_spec(sshd, port=_closed_port())):
             pass
