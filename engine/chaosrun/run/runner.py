@@ -18,9 +18,10 @@ import random
 import secrets
 import shlex
 import string
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -202,8 +203,13 @@ class _Builds:
                 binary = await trio.to_thread.run_sync(self._builder.build, module, "linux", goarch)
                 self._results[key] = await trio.to_thread.run_sync(_Deployable.load, binary)
                 await self._audit.record(
-                    "build", module=module, goarch=goarch, sha256=binary.sha256, size=binary.size,
-                    cached=binary.cached, seconds=round(binary.seconds, 3),
+                    "build",
+                    module=module,
+                    goarch=goarch,
+                    sha256=binary.sha256,
+                    size=binary.size,
+                    cached=binary.cached,
+                    seconds=round(binary.seconds, 3),
                 )
             except BuildError as exc:
                 self._results[key] = exc
@@ -247,7 +253,10 @@ class _Env:
                 else:
                     self._conns[key] = conn
                     await self.ctx.audit.record(
-                        "connect", env=self.name, host=spec.label, host_key=conn.host_key_fingerprint,
+                        "connect",
+                        env=self.name,
+                        host=spec.label,
+                        host_key=conn.host_key_fingerprint,
                         insecure=target.insecure,
                     )
         found = self._conns[key]
@@ -350,13 +359,18 @@ async def _serve_listener(
 
     async def on_log(message: dict[str, Any]) -> None:
         await ctx.audit.record(
-            "log", env=env.name, step=step.id, level=message.get("level"), msg=message.get("msg"),
-            fields=message.get("fields"), module_ts=message.get("ts"),
+            "log",
+            env=env.name,
+            step=step.id,
+            level=message.get("level"),
+            msg=message.get("msg"),
+            fields=message.get("fields"),
+            module_ts=message.get("ts"),
         )
 
     async def handle(stream: trio.SocketStream, nursery: trio.Nursery) -> None:
         try:
-            peer = "%s:%s" % stream.socket.getpeername()[:2]
+            peer = "{}:{}".format(*stream.socket.getpeername()[:2])
         except OSError:
             peer = "?"
         number = next(counter)
@@ -375,8 +389,13 @@ async def _serve_listener(
                 if len(pending) > MAX_PENDING_CONNECTIONS:
                     pending.pop(next(iter(pending))).cancel()
                 callback = await receive_callback(
-                    stream, key=secret.key, check_token=check, run_id=ctx.run_id, step_id=step.id,
-                    hello_timeout=ctx.options.hello_timeout, on_log=on_log,
+                    stream,
+                    key=secret.key,
+                    check_token=check,
+                    run_id=ctx.run_id,
+                    step_id=step.id,
+                    hello_timeout=ctx.options.hello_timeout,
+                    on_log=on_log,
                 )
             if scope.cancelled_caught:
                 reason = f"dropped: more than {MAX_PENDING_CONNECTIONS} unauthenticated connections at once"
@@ -473,7 +492,10 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
         state: _Listener = await nursery.start(_serve_listener, env, step, secret)
         try:
             await ctx.audit.record(
-                "listen", env=env.name, step=step.id, address=f"{ctx.plan.monitor.bind}:{state.port}",
+                "listen",
+                env=env.name,
+                step=step.id,
+                address=f"{ctx.plan.monitor.bind}:{state.port}",
                 token_id=secret.token_id,
             )
             try:
@@ -481,7 +503,9 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
                     await conn.write_file(remote, data, 0o700)
             except SshError as exc:
                 raise StepFailed(f"deploy to {label}:{remote} failed: {exc.reason}") from None
-            await ctx.audit.record("deploy", env=env.name, step=step.id, host=label, path=remote, sha256=binary.sha256, size=binary.size)
+            await ctx.audit.record(
+                "deploy", env=env.name, step=step.id, host=label, path=remote, sha256=binary.sha256, size=binary.size
+            )
             if ctx.plan.monitor.callback == "tunnel":
                 # The binary dials the target's own loopback; SSH carries it to us.
                 try:
@@ -493,13 +517,19 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
             else:
                 dial = f"{ctx.dial_ip}:{state.port}"
             config = step_config(
-                monitor=dial, secret=secret, run_id=ctx.run_id,
-                step_id=step.id, module=step.module, params=params, timeout=step.timeout,
+                monitor=dial,
+                secret=secret,
+                run_id=ctx.run_id,
+                step_id=step.id,
+                module=step.module,
+                params=params,
+                timeout=step.timeout,
             )
             try:
                 process = await conn.start(_exec_command(remote, binary.sha256, deployable.blake2b), input=config)
             except SshError as exc:
                 raise StepFailed(f"exec on {label} failed: {exc.reason}") from None
+
             async def wait_exit() -> None:
                 assert process is not None
                 try:
@@ -513,7 +543,8 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
             if not state.authenticated.is_set() and not exited.is_set():
                 raise StepFailed(
                     f"no valid callback within {ctx.plan.monitor.callback_timeout:g}s "
-                    f"({state.rejected} rejected connection(s)); is {ctx.plan.monitor.dial_address} reachable from the target?"
+                    f"({state.rejected} rejected connection(s)); "
+                    f"is {ctx.plan.monitor.dial_address} reachable from the target?"
                 )
             await _first(state.done.wait, exited.wait)
             if not state.done.is_set():
@@ -528,7 +559,10 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
                         raise StepFailed(f"ssh: connection lost while the binary ran: {outcome.reason}")
                 else:
                     exec_fields: dict[str, Any] = {
-                        "env": env.name, "step": step.id, "exit_status": outcome.exit_status, "signal": outcome.signal,
+                        "env": env.name,
+                        "step": step.id,
+                        "exit_status": outcome.exit_status,
+                        "signal": outcome.signal,
                         "stderr": outcome.stderr.decode("utf-8", "replace")[-2000:],
                     }
                     if state.authenticated.is_set():
@@ -549,10 +583,8 @@ async def _module_attempt(env: _Env, step: PlannedStep, params: Mapping[str, Any
                 if forward is not None:
                     await forward.close()
                 if process is not None and not exited.is_set():
-                    try:
+                    with suppress(SshError):
                         await process.terminate()
-                    except SshError:
-                        pass
                 removed: bool | str = "unlinked before exec"
                 if not state.authenticated.is_set():  # else the exec wrapper already removed it
                     removed = await env.remove_file(step.target, conn, remote)
@@ -619,8 +651,14 @@ def _judge(step: PlannedStep, message: dict[str, Any]) -> tuple[StepStatus, str]
 
 async def _run_step(env: _Env, step: PlannedStep) -> StepOutcome:
     ctx = env.ctx
-    outcome = StepOutcome(step.id, step.slot, step.kind, step.module, StepStatus.SKIPPED,
-                          max_points=step.points if step.section is Section.VERIFY else 0.0)
+    outcome = StepOutcome(
+        step.id,
+        step.slot,
+        step.kind,
+        step.module,
+        StepStatus.SKIPPED,
+        max_points=step.points if step.section is Section.VERIFY else 0.0,
+    )
     # needs and when
     failed_needs = [s for s in step.after if step.explicit_needs and not env.outcomes[s].ok]
     if step.when is not None:
@@ -648,8 +686,9 @@ async def _run_step(env: _Env, step: PlannedStep) -> StepOutcome:
     ctx.options.reporter.step_started(env.name, step)
     # Durable before any action on the target: a new connection syncs the log first, and
     # `listen` (awaited) comes before the upload; else with step_end.
-    ctx.audit.defer("step_start", env=env.name, step=step.id, module=step.module,
-                    host=step.target.host if step.target else None)
+    ctx.audit.defer(
+        "step_start", env=env.name, step=step.id, module=step.module, host=step.target.host if step.target else None
+    )
     started = time.monotonic()
     for attempt in range(1, step.retries + 2):
         outcome.attempts = attempt
@@ -666,8 +705,15 @@ async def _run_step(env: _Env, step: PlannedStep) -> StepOutcome:
                 outcome.result = message.get("result") or {}
                 outcome.changes = list(message.get("changes") or [])
                 # Durable with retry or step_end, the next thing this step does.
-                ctx.audit.defer("result", env=env.name, step=step.id, ok=message.get("ok"), error=message.get("error"),
-                                result=outcome.result, changes=outcome.changes)
+                ctx.audit.defer(
+                    "result",
+                    env=env.name,
+                    step=step.id,
+                    ok=message.get("ok"),
+                    error=message.get("error"),
+                    result=outcome.result,
+                    changes=outcome.changes,
+                )
                 outcome.status, outcome.reason = _judge(step, message)
         if scope.cancelled_caught:
             outcome.status, outcome.reason = StepStatus.TIMEOUT, f"timed out after {step.timeout:g}s"
@@ -696,20 +742,38 @@ async def _run_section(env: _Env, steps: tuple[PlannedStep, ...]) -> None:
             outcome = StepOutcome(step.id, step.slot, step.kind, step.module, StepStatus.FAILED, f"audit log: {exc}")
         finally:
             if outcome is None:  # cancelled (Ctrl-C): say so, whether it had started or not
-                status, reason = (StepStatus.FAILED, "interrupted") if started else (
-                    StepStatus.SKIPPED, "run interrupted before this step started")
-                outcome = StepOutcome(step.id, step.slot, step.kind, step.module, status, reason,
-                                      max_points=step.points if step.section is Section.VERIFY else 0.0)
+                status, reason = (
+                    (StepStatus.FAILED, "interrupted")
+                    if started
+                    else (StepStatus.SKIPPED, "run interrupted before this step started")
+                )
+                outcome = StepOutcome(
+                    step.id,
+                    step.slot,
+                    step.kind,
+                    step.module,
+                    status,
+                    reason,
+                    max_points=step.points if step.section is Section.VERIFY else 0.0,
+                )
             env.outcomes[step.id] = outcome
             if step.slot != step.id:
                 env.outcomes[step.slot] = outcome
                 for other in step.skipped_options:
-                    env.outcomes[other] = StepOutcome(other, step.slot, step.kind, None, StepStatus.SKIPPED, "not picked by one_of")
+                    env.outcomes[other] = StepOutcome(
+                        other, step.slot, step.kind, None, StepStatus.SKIPPED, "not picked by one_of"
+                    )
             env.finished[step.slot].set()
             with trio.CancelScope(shield=True):
                 await env.ctx.audit.record(
-                    "step_end", env=env.name, step=step.id, status=outcome.status.value, reason=outcome.reason,
-                    duration=outcome.duration, attempts=outcome.attempts, points=outcome.points,
+                    "step_end",
+                    env=env.name,
+                    step=step.id,
+                    status=outcome.status.value,
+                    reason=outcome.reason,
+                    duration=outcome.duration,
+                    attempts=outcome.attempts,
+                    points=outcome.points,
                 )
             env.ctx.options.reporter.step_finished(env.name, outcome)
 
@@ -722,7 +786,9 @@ async def _run_env(ctx: _Context, plan: EnvPlan, limiter: trio.CapacityLimiter, 
     """Run one environment's section; its outcome lands in ``out`` even when cancelled."""
     section = plan.steps if ctx.options.section is Section.STEPS else plan.verify
     async with limiter:
-        await ctx.audit.record("env_start", env=plan.name, targets={r: f"{t.user}@{t.host}:{t.port}" for r, t in plan.targets.items()})
+        await ctx.audit.record(
+            "env_start", env=plan.name, targets={r: f"{t.user}@{t.host}:{t.port}" for r, t in plan.targets.items()}
+        )
         env: _Env | None = None
         try:
             async with AsyncExitStack() as stack:
@@ -730,11 +796,21 @@ async def _run_env(ctx: _Context, plan: EnvPlan, limiter: trio.CapacityLimiter, 
                 await _run_section(env, section)
         finally:
             done = env.outcomes if env is not None else {}
-            result = EnvOutcome(plan.name, [done.get(s.id) or StepOutcome(
-                s.id, s.slot, s.kind, s.module, StepStatus.SKIPPED, "run interrupted before this step started") for s in section])
+            result = EnvOutcome(
+                plan.name,
+                [
+                    done.get(s.id)
+                    or StepOutcome(
+                        s.id, s.slot, s.kind, s.module, StepStatus.SKIPPED, "run interrupted before this step started"
+                    )
+                    for s in section
+                ],
+            )
             out[plan.name] = result
             with trio.CancelScope(shield=True):
-                await ctx.audit.record("env_end", env=plan.name, ok=result.ok, points=result.points, max_points=result.max_points)
+                await ctx.audit.record(
+                    "env_end", env=plan.name, ok=result.ok, points=result.points, max_points=result.max_points
+                )
             ctx.options.reporter.env_finished(result)
 
 
@@ -743,6 +819,7 @@ async def _interrupt_on_signals(scope: trio.CancelScope, flag: list[bool]) -> As
     import signal
 
     async with trio.open_nursery() as nursery:
+
         async def watch() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
@@ -750,10 +827,8 @@ async def _interrupt_on_signals(scope: trio.CancelScope, flag: list[bool]) -> As
                     scope.cancel()
                     return
 
-        try:
+        if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
             nursery.start_soon(watch)
-        except RuntimeError:  # not in the main thread: no signal handling
-            pass
         yield
         nursery.cancel_scope.cancel()
 
@@ -780,8 +855,13 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
     async with open_audit(options.audit_dir, run_id, name=run_id + suffix, key=key) as audit:
         options.reporter.run_started(plan, options.section, audit.path)
         await audit.record(
-            "run_start", section=options.section.value, scenario=plan.scenario.file, scenario_sha256=plan.scenario.sha256,
-            seed=plan.seed, plan=plan_as_json(plan), environments=len(plan.environments),
+            "run_start",
+            section=options.section.value,
+            scenario=plan.scenario.file,
+            scenario_sha256=plan.scenario.sha256,
+            seed=plan.seed,
+            plan=plan_as_json(plan),
+            environments=len(plan.environments),
         )
         try:
             dial_ip = await resolve_dial_address(plan.monitor.dial_address)
@@ -792,16 +872,18 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
         limiter = trio.CapacityLimiter(max(1, options.parallel))
         error: str | None = None
         with trio.CancelScope() as run_scope:
-            async with _interrupt_on_signals(run_scope, interrupted), open_bridge():
-                async with trio.open_nursery() as nursery:
-                    for env_plan in plan.environments:
-                        nursery.start_soon(_run_env, ctx, env_plan, limiter, outcomes)
+            async with _interrupt_on_signals(run_scope, interrupted), open_bridge(), trio.open_nursery() as nursery:
+                for env_plan in plan.environments:
+                    nursery.start_soon(_run_env, ctx, env_plan, limiter, outcomes)
         envs = [outcomes.get(e.name) or EnvOutcome(e.name) for e in plan.environments]
         report = RunReport(run_id, options.section, audit.path, plan.seed, envs, bool(interrupted), error)
         with trio.CancelScope(shield=True):
             await audit.record(
-                "run_end", ok=report.ok, interrupted=report.interrupted,
+                "run_end",
+                ok=report.ok,
+                interrupted=report.interrupted,
                 environments={e.name: {"ok": e.ok, "points": e.points, "max_points": e.max_points} for e in envs},
-                points=sum(e.points for e in envs), max_points=sum(e.max_points for e in envs),
+                points=sum(e.points for e in envs),
+                max_points=sum(e.max_points for e in envs),
             )
     return report
