@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .errors import ChaosrunError
+
 
 @dataclass(frozen=True, order=True)
 class Span:
@@ -32,7 +34,7 @@ class Span:
         return Span(self.file, self.line + line_offset, col)
 
 
-class ScenarioError(Exception):
+class ScenarioError(ChaosrunError):
     """A problem in a scenario or inventory file, at a known position.
 
     ``str(err)`` is ``"file:line:col: message"``, the format lint prints.
@@ -61,7 +63,7 @@ class ScenarioError(Exception):
         }
 
 
-class ScenarioErrors(Exception):
+class ScenarioErrors(ChaosrunError):
     """Every error found in one pass, sorted by position."""
 
     def __init__(self, errors: Iterable[ScenarioError]) -> None:

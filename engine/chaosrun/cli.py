@@ -20,6 +20,7 @@ import yaml
 
 from . import __version__
 from ._source import ScenarioError, ScenarioErrors, load_yaml
+from .errors import ChaosrunError
 from .inventory import Inventory, load_inventory, parse_inventory
 from .lint import check_scenario_text, lint_scenario, load_scenario
 from .modules import ModuleDecl, catalogue
@@ -92,8 +93,10 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return EXIT_FAILED if errors else EXIT_OK
 
 
-class UsageError(Exception):
+class UsageError(ChaosrunError):
     """A bad command line (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 def _with_vars(scenario: Scenario, assignments: Sequence[str]) -> Scenario:

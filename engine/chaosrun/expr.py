@@ -25,6 +25,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from ._resources import data_dir
 from ._source import ScenarioError, Span
+from .errors import ChaosrunError
 
 __all__ = [
     "FUNCTIONS",
@@ -86,7 +87,7 @@ class ExprError(ScenarioError):
         self.offset = offset
 
 
-class EvalError(Exception):
+class EvalError(ChaosrunError):
     """An expression could not be evaluated: a missing name or field, or a type mismatch.
 
     The message says what, e.g. ``steps.fill.result has no field 'x'``; the caller adds
@@ -94,7 +95,7 @@ class EvalError(Exception):
     """
 
 
-class _Fault(Exception):
+class _Fault(ChaosrunError):
     """A compile-time problem at a character offset; becomes an ExprError with a Span."""
 
     def __init__(self, message: str, offset: int, hint: str | None = None) -> None:

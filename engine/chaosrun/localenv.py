@@ -26,6 +26,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .errors import ChaosrunError
+
 __all__ = ["LocalSshd", "LocalSshdError", "local_sshd", "write_known_hosts"]
 
 DEFAULT_SSHD = "/usr/sbin/sshd"
@@ -37,7 +39,7 @@ STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 PORT_ATTEMPTS = 5  # a port found free can be taken before sshd binds it: retry
 
 
-class LocalSshdError(RuntimeError):
+class LocalSshdError(ChaosrunError):
     """The local sshd is missing or did not start; the message says why."""
 
 
@@ -126,8 +128,11 @@ def local_sshd(
         port = 22 if netns else _free_port()
         log = root / f"sshd-{attempt}.log"
         config = root / "sshd_config"
-        config.write_text(_config_text(root, port, host_key, authorized_keys, version).replace(
-            f"ListenAddress {HOST}", f"ListenAddress {host}"))
+        config.write_text(
+            _config_text(root, port, host_key, authorized_keys, version).replace(
+                f"ListenAddress {HOST}", f"ListenAddress {host}"
+            )
+        )
         proc = _spawn(sshd, config, log, netns)
         try:
             _wait_for_banner(proc, port, log, host)

@@ -39,6 +39,8 @@ import trio
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .errors import ChaosrunError
+
 __all__ = [
     "C2M",
     "CHALLENGE_SIZE",
@@ -93,7 +95,7 @@ _READ_AHEAD = 64 * 1024
 _QUOTE_MAX = 64
 
 
-class CallbackRejected(Exception):
+class CallbackRejected(ChaosrunError):
     """A callback connection was dropped; ``reason`` says why, in a few words.
 
     Reasons are stable strings meant for the audit log, e.g. ``"bad magic"``,

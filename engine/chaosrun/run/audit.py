@@ -29,6 +29,7 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ..errors import ChaosrunError
 from . import signing
 
 GENESIS = "0" * 64
@@ -36,7 +37,7 @@ MAX_STRING = 4096
 MAX_ITEMS = 200
 
 
-class AuditError(Exception):
+class AuditError(ChaosrunError):
     """The audit log could not be written: the run must not go on as if it had been."""
 
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import trio
 
 from ..build import Binary, Builder, BuildError, goarch_for
+from ..errors import ChaosrunError
 from ..expr import EvalError
 from ..lint import render_static
 from ..plan import EnvPlan, Plan, PlannedStep, plan_as_json
@@ -141,11 +142,11 @@ class RunOptions:
     key_path: Path | None = None  # monitor's Ed25519 key; None: signing.default_key_path()
 
 
-class RunError(Exception):
+class RunError(ChaosrunError):
     """The run as a whole cannot go on (not one step's problem)."""
 
 
-class StepFailed(Exception):
+class StepFailed(ChaosrunError):
     """A step attempt failed for a reason worth showing to the operator."""
 
 

@@ -16,8 +16,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ..errors import ChaosrunError
 
-class MonitorKeyError(Exception):
+
+class MonitorKeyError(ChaosrunError):
     """The monitor key cannot be read or created."""
 
 

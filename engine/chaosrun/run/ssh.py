@@ -51,6 +51,8 @@ import asyncssh
 import outcome
 import trio
 
+from ..errors import ChaosrunError
+
 __all__ = [
     "ExecResult",
     "HostSpec",
@@ -95,7 +97,7 @@ class HostSpec:
         return f"{self.user}@{self.host}:{self.port}"
 
 
-class SshError(Exception):
+class SshError(ChaosrunError):
     """An SSH operation failed. ``str(err)`` is ``"root@10.0.0.5:22: <reason>"``."""
 
     def __init__(self, host: str, reason: str) -> None:
@@ -429,8 +431,9 @@ _SFTP_WRITES_IN_FLIGHT = 4
 
 async def _aio_write_file(sftp: asyncssh.SFTPClient, path: str, data: bytes, mode: int) -> None:
     flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
-    f = await sftp.open(path, flags, asyncssh.SFTPAttrs(permissions=mode), encoding=None,
-                        max_requests=_SFTP_WRITES_IN_FLIGHT)
+    f = await sftp.open(
+        path, flags, asyncssh.SFTPAttrs(permissions=mode), encoding=None, max_requests=_SFTP_WRITES_IN_FLIGHT
+    )
     try:
         await f.write(data, 0)
         if mode & 0o022:
