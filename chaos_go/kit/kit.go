@@ -38,10 +38,9 @@ type RunFunc func(ctx context.Context, p Params, r *Report) error
 // ones given to Spawn, decoded from JSON (numbers as float64).
 type BackgroundFunc func(ctx context.Context, args map[string]any) error
 
-// Module describes one chaos or probe module.
+// Module describes one chaos or probe module. Its name and kind are written once, in its
+// declaration ("title" and "x-kind"; see Identity), and its folder bears the same name.
 type Module struct {
-	Name        string
-	Kind        Kind
 	Declaration []byte // the module's params.schema.json, via //go:embed
 	Run         RunFunc
 	Background  BackgroundFunc // optional: body of a detached fault process started with Spawn
@@ -272,18 +271,20 @@ type resultMsg struct {
 // to stderr and returns the exit code.
 func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 	start := time.Now()
+	decl, declErr := parseIdentity(m.Declaration)
+	name := moduleName(decl)
 	cfg, err := readConfig(in)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", m.Name, err)
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return ExitBadConfig
 	}
-	params, paramErr := prepare(m, cfg)
+	params, paramErr := prepare(m, decl, declErr, cfg)
 
 	cb, err := dialMonitor(cfg, opt)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: callback: %v\n", m.Name, err)
+		fmt.Fprintf(stderr, "%s: callback: %v\n", name, err)
 		if paramErr != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", m.Name, paramErr)
+			fmt.Fprintf(stderr, "%s: %v\n", name, paramErr)
 			return ExitBadConfig
 		}
 		return ExitCallback
@@ -291,11 +292,11 @@ func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 	defer cb.Close()
 
 	if paramErr != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", m.Name, paramErr)
+		fmt.Fprintf(stderr, "%s: %v\n", name, paramErr)
 		msg := paramErr.Error()
 		res := resultMsg{T: "result", Step: cfg.Step, OK: false, Error: &msg, Result: map[string]any{}, Changes: []Change{}}
 		if _, err := deliver(cb, res, opt); err != nil {
-			fmt.Fprintf(stderr, "%s: callback: %v\n", m.Name, err)
+			fmt.Fprintf(stderr, "%s: callback: %v\n", name, err)
 		}
 		return ExitBadConfig
 	}
@@ -316,12 +317,12 @@ func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 		res.Error = &msg
 	}
 	if logErr != nil {
-		fmt.Fprintf(stderr, "%s: callback: %v\n", m.Name, logErr)
+		fmt.Fprintf(stderr, "%s: callback: %v\n", name, logErr)
 		return ExitCallback
 	}
 	sentOK, err := deliver(cb, res, opt)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: callback: %v\n", m.Name, err)
+		fmt.Fprintf(stderr, "%s: callback: %v\n", name, err)
 		return ExitCallback
 	}
 	if !sentOK {
@@ -330,19 +331,32 @@ func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 	return ExitOK
 }
 
-// prepare checks the config names this module and validates its parameters.
-func prepare(m Module, cfg *config) (Params, error) {
-	if cfg.Module != "" && cfg.Module != m.Name {
-		return Params{}, fmt.Errorf("config is for module %q, this is %q", cfg.Module, m.Name)
+// prepare checks the config names this module and validates its parameters. decl and
+// declErr are what parseIdentity said of m.Declaration.
+func prepare(m Module, decl *declaration, declErr error, cfg *config) (Params, error) {
+	if declErr == nil && cfg.Module != "" && cfg.Module != decl.Title {
+		return Params{}, fmt.Errorf("config is for module %q, this is %q", cfg.Module, decl.Title)
 	}
 	if m.Run == nil {
-		return Params{}, fmt.Errorf("module %q has no Run function", m.Name)
+		return Params{}, fmt.Errorf("module %q has no Run function", moduleName(decl))
 	}
-	p, err := NewParams(m.Declaration, cfg.Params)
+	if declErr != nil {
+		return Params{}, fmt.Errorf("bad params: %w", declErr)
+	}
+	p, err := newParams(decl, cfg.Params)
 	if err != nil {
 		return Params{}, fmt.Errorf("bad params: %w", err)
 	}
 	return p, nil
+}
+
+// moduleName is the module's name for messages: its declaration's title, or "module"
+// when the declaration is unusable.
+func moduleName(decl *declaration) string {
+	if decl == nil || decl.Title == "" {
+		return "module"
+	}
+	return decl.Title
 }
 
 // dialMonitor connects to the monitor, reads its hello and proves the token.
@@ -443,21 +457,52 @@ func runModuleBody(ctx context.Context, fn RunFunc, p Params, r *Report, done ch
 	done <- fn(ctx, p, r)
 }
 
+// Identity returns the module's name and kind as its declaration states them: "title"
+// and "x-kind". That is the one place a module's identity is written; its folder under
+// chaos_go/modules/ bears the same name (moduletest.CheckDeclaration checks both).
+func Identity(declaration []byte) (name string, kind Kind, err error) {
+	d, err := parseIdentity(declaration)
+	if err != nil {
+		return "", "", err
+	}
+	return d.Title, Kind(d.Kind), nil
+}
+
+// parseIdentity parses a module's declaration and checks that it names the module and its
+// kind. The declaration is returned whenever it parsed, for its title in messages.
+func parseIdentity(raw []byte) (*declaration, error) {
+	d, err := parseDeclaration(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(d.identityErrs()...); err != nil {
+		return d, fmt.Errorf("declaration: %w", err)
+	}
+	return d, nil
+}
+
+// identityErrs are the problems with the module's name and kind as d states them.
+func (d *declaration) identityErrs() []error {
+	var errs []error
+	if d.Title == "" {
+		errs = append(errs, errors.New(`title: missing; want the module's name`))
+	}
+	if k := Kind(d.Kind); k != Chaos && k != Probe {
+		errs = append(errs, fmt.Errorf("x-kind: got %q; want %q or %q", d.Kind, Chaos, Probe))
+	}
+	return errs
+}
+
 // CheckDeclaration checks a module's declaration against docs/module-authoring.md: it
-// parses, its title is the module's name, x-kind its kind, x-rank at least 1, it has
-// one-line descriptions everywhere and "additionalProperties": false. Module tests call it.
-func CheckDeclaration(m Module) error {
-	d, err := parseDeclaration(m.Declaration)
+// parses, its title (the module's name) is set, x-kind is chaos or probe, x-rank at least
+// 1, it has one-line descriptions everywhere and "additionalProperties": false. Module
+// tests call it through moduletest.CheckDeclaration, which also checks the folder name.
+func CheckDeclaration(declaration []byte) error {
+	d, err := parseDeclaration(declaration)
 	if err != nil {
 		return err
 	}
-	var errs []error
-	if d.Title != m.Name {
-		errs = append(errs, fmt.Errorf("title: got %q; want %q", d.Title, m.Name))
-	}
-	if d.Kind != string(m.Kind) {
-		errs = append(errs, fmt.Errorf("x-kind: got %q; want %q", d.Kind, m.Kind))
-	}
+	errs := d.identityErrs()
 	if d.Rank < 1 {
 		errs = append(errs, fmt.Errorf("x-rank: got %d; want at least 1", d.Rank))
 	}

@@ -420,6 +420,11 @@ func NewParams(declarationJSON []byte, raw map[string]any) (Params, error) {
 	if err != nil {
 		return Params{}, err
 	}
+	return newParams(d, raw)
+}
+
+// newParams is NewParams for a parsed declaration.
+func newParams(d *declaration, raw map[string]any) (Params, error) {
 	values := make(map[string]any, len(d.Properties))
 	var errs []error
 	for _, name := range sortedKeys(raw) {

@@ -20,7 +20,7 @@ func testOptions() options {
 }
 
 func testModule(run RunFunc) Module {
-	return Module{Name: "t", Kind: Chaos, Declaration: testDeclaration, Run: run}
+	return Module{Declaration: testDeclaration, Run: run}
 }
 
 // runAgainst runs module m with config line cfg against mon and returns the exit code,

@@ -16,7 +16,7 @@ import (
 )
 
 // spawnTestModule is the Background run by this test binary when Spawn re-executes it.
-var spawnTestModule = Module{Name: "spawn_test", Kind: Chaos, Background: func(ctx context.Context, args map[string]any) error {
+var spawnTestModule = Module{Background: func(ctx context.Context, args map[string]any) error {
 	ready, _ := args["ready"].(string)
 	if err := os.WriteFile(ready, []byte(fmt.Sprint(os.Getpid())), 0o600); err != nil {
 		return err

@@ -65,13 +65,29 @@ def test_module_folder_has_code_declaration_and_a_test(folder: Path) -> None:
     assert re.fullmatch(r"[a-z][a-z0-9_]*", folder.name)
 
 
+#: The one main() of every module: the kit takes name and kind from the embedded declaration.
+GO_MAIN = re.compile(
+    r"^func main\(\) \{ kit\.Main\(kit\.Module\{"
+    r"Declaration: declaration, Run: run(?:, Background: background)?"
+    r"\}\) \}$",
+    re.MULTILINE,
+)
+GO_MODULE_LITERAL = re.compile(r"kit\.Module\{([^{}]*)\}")
+GO_MODULE_FIELDS = {"Declaration", "Run", "Background"}
+
+
 @pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
-def test_module_code_embeds_its_declaration_under_its_own_name(folder: Path) -> None:
+def test_module_code_takes_its_identity_from_its_declaration(folder: Path) -> None:
     code = (folder / "main.go").read_text(encoding="utf-8")
     assert "//go:embed params.schema.json" in code
-    assert f'Name: "{folder.name}"' in code
-    kind = _declaration(folder)["x-kind"]
-    assert f"Kind: kit.{kind.capitalize()}" in code
+    assert len(GO_MAIN.findall(code)) == 1, "main() is `kit.Main(kit.Module{Declaration: declaration, Run: run})`"
+    assert code.count("kit.Module{") == 1, "main() holds the module's only kit.Module"
+    for source in sorted(folder.glob("*.go")):
+        for literal in GO_MODULE_LITERAL.findall(source.read_text(encoding="utf-8")):
+            fields = set(re.findall(r"(\w+):", literal))
+            assert fields <= GO_MODULE_FIELDS, f"{source.name}: kit.Module restates {fields - GO_MODULE_FIELDS}"
+    tests = "".join(p.read_text(encoding="utf-8") for p in folder.glob("*_test.go"))
+    assert "moduletest.CheckDeclaration(t, declaration)" in tests, "the Go test checks title == folder and x-kind"
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=IDS)

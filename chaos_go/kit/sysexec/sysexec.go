@@ -1,5 +1,5 @@
-// Package sysexec finds a system tool (systemctl, nft, tc, ...) and runs it, for modules
-// that drive one. It uses os.StartProcess, not os/exec, which would add about 0.15 MB to
+// Package sysexec finds a system tool (systemctl, nft, tc, ...), runs it and tidies what it
+// printed (FirstLine, OneLine), for modules that drive one. It uses os.StartProcess, not os/exec, which would add about 0.15 MB to
 // every binary that imports it (docs/module-authoring.md, "Binary size").
 package sysexec
 

@@ -210,6 +210,4 @@ func runTool(ctx context.Context, stdin, tool string, args ...string) (string, e
 	return stdout, nil
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "block_port", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

@@ -17,6 +17,8 @@ import (
 	"chaosrun/chaos_go/kit/sysexec"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 func needNft(t *testing.T) {
 	t.Helper()
 	if _, err := sysexec.LookTool("nft", "nft"); err != nil {

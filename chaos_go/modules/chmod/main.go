@@ -42,6 +42,4 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 
 func octal(mode uint32) string { return fmt.Sprintf("%04o", mode) }
 
-func main() {
-	kit.Main(kit.Module{Name: "chmod", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

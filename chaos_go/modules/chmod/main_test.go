@@ -8,14 +8,12 @@ import (
 	"testing"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
-var module = kit.Module{Name: "chmod", Kind: kit.Chaos, Declaration: declaration, Run: run}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module); err != nil {
-		t.Error(err)
-	}
+func TestDeclarationRefusesModesThatAreNotOctal(t *testing.T) {
 	for _, bad := range []string{"999", "75", "0o644", "u+x", "07777x"} {
 		if _, err := kit.NewParams(declaration, map[string]any{"path": "/x", "mode": bad}); err == nil {
 			t.Errorf("mode %q: got no error; want a pattern error", bad)

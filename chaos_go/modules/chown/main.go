@@ -87,6 +87,4 @@ func resolveID(nameOrID, file string) (int, error) {
 	return 0, fmt.Errorf("%q not found in %s", nameOrID, file)
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "chown", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

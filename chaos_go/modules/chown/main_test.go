@@ -10,15 +10,10 @@ import (
 	"testing"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
-var module = kit.Module{Name: "chown", Kind: kit.Chaos, Declaration: declaration, Run: run}
-
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module); err != nil {
-		t.Error(err)
-	}
-}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 // fixture writes a passwd and group file and a target owned by 0:0.
 func fixture(t *testing.T) (dir, target string) {

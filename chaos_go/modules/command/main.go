@@ -141,6 +141,4 @@ func collect(r *os.File, c *capped, wg *sync.WaitGroup) {
 	r.Close()
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "command", Kind: kit.Probe, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

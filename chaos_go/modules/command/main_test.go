@@ -12,6 +12,8 @@ import (
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 func TestCommandReportsExitStatusAndBothStreams(t *testing.T) {
 	res := moduletest.Probe(t, declaration, run, map[string]any{"command": "echo out; echo err >&2; exit 3"})
 	if res["exit_status"] != 3 || res["stdout"] != "out\n" || res["stderr"] != "err\n" || res["timed_out"] != false || res["truncated"] != false || res["signal"] != "" {

@@ -173,6 +173,4 @@ func nonNil(s []string) []string {
 	return s
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "corrupt_config", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

@@ -8,11 +8,8 @@ import (
 	"syscall"
 	"testing"
 
-	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
-
-var module = kit.Module{Name: "corrupt_config", Kind: kit.Chaos, Declaration: declaration, Run: run}
 
 const sshdConfig = "# sshd\nPort 22\nPermitRootLogin no\nPasswordAuthentication yes\nPort 2222\n"
 
@@ -25,11 +22,7 @@ func writeConfig(t *testing.T, content string) string {
 	return path
 }
 
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module); err != nil {
-		t.Error(err)
-	}
-}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 func TestEdits(t *testing.T) {
 	cases := []struct {

@@ -97,6 +97,4 @@ func spin(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-var module = kit.Module{Name: "cpu_stress", Kind: kit.Chaos, Declaration: declaration, Run: run, Background: background}
-
-func main() { kit.Main(module) }
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run, Background: background}) }

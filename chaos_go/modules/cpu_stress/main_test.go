@@ -19,9 +19,11 @@ import (
 
 // TestMain lets kit.Spawn re-execute this test binary as the load process.
 func TestMain(m *testing.M) {
-	kit.RunIfChild(module)
+	kit.RunIfChild(kit.Module{Background: background})
 	os.Exit(m.Run())
 }
+
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 // cpuTicks is utime+stime of pid.
 func cpuTicks(t *testing.T, pid int) int64 {

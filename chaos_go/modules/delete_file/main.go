@@ -80,6 +80,4 @@ func fileType(mode uint32) string {
 	return "other"
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "delete_file", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

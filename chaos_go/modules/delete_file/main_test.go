@@ -6,17 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
-var module = kit.Module{Name: "delete_file", Kind: kit.Chaos, Declaration: declaration, Run: run}
-
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module); err != nil {
-		t.Error(err)
-	}
-}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 func TestMoveAsideKeepsTheFileUnderAHiddenName(t *testing.T) {
 	dir := t.TempDir()

@@ -82,8 +82,8 @@ func waitHeld(ctx context.Context, pid int, path string) (int64, error) {
 	}
 }
 
-// hold is the detached process: create, fill, unlink, then keep the descriptor open.
-func hold(ctx context.Context, args map[string]any) error {
+// background is the detached process: create, fill, unlink, then keep the descriptor open.
+func background(ctx context.Context, args map[string]any) error {
 	path, _ := args["path"].(string)
 	sizeMB, _ := args["size_mb"].(float64)
 	holdSeconds, _ := args["hold_seconds"].(float64)
@@ -133,8 +133,4 @@ func write(ctx context.Context, f *os.File, size int64) error {
 	return nil
 }
 
-func module() kit.Module {
-	return kit.Module{Name: "deleted_open_file", Kind: kit.Chaos, Declaration: declaration, Run: run, Background: hold}
-}
-
-func main() { kit.Main(module()) }
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run, Background: background}) }

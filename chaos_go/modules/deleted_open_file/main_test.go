@@ -12,19 +12,16 @@ import (
 
 	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/kittest"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
 // TestMain lets kit.Spawn re-execute this test binary as the holding process.
 func TestMain(m *testing.M) {
-	kit.RunIfChild(module())
+	kit.RunIfChild(kit.Module{Background: background})
 	os.Exit(m.Run())
 }
 
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module()); err != nil {
-		t.Error(err)
-	}
-}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 // checkHolder checks what ps, top and ls -l /proc/PID/fd show of pid.
 func checkHolder(t *testing.T, pid int, name, path string) {

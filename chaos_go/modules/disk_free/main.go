@@ -56,6 +56,4 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	return nil
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "disk_free", Kind: kit.Probe, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

@@ -12,6 +12,8 @@ import (
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 func probe(t *testing.T, path string) (map[string]any, error) {
 	t.Helper()
 	r, err := moduletest.Run(t, declaration, run, map[string]any{"path": path})

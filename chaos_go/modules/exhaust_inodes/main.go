@@ -96,6 +96,4 @@ func name(prefix string, i int64) string {
 	return prefix + fmt.Sprintf("%08s", strconv.FormatInt(i, 16))
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "exhaust_inodes", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

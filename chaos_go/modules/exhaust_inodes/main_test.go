@@ -10,12 +10,9 @@ import (
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
-var module = kit.Module{Name: "exhaust_inodes", Kind: kit.Chaos, Declaration: declaration, Run: run}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module); err != nil {
-		t.Error(err)
-	}
+func TestDeclarationBoundsTheCount(t *testing.T) {
 	if _, err := kit.NewParams(declaration, map[string]any{"dir": "/x", "count": 5000001}); err == nil {
 		t.Errorf("count above the bound: got no error; want one")
 	}

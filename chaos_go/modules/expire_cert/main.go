@@ -219,6 +219,4 @@ func fingerprint(der []byte) string {
 	return strings.Join(parts, ":")
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "expire_cert", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

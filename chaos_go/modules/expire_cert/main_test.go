@@ -22,13 +22,7 @@ import (
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
-var module = kit.Module{Name: "expire_cert", Kind: kit.Chaos, Declaration: declaration, Run: run}
-
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module); err != nil {
-		t.Error(err)
-	}
-}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 // validPair writes a valid RSA certificate for www.exam.lan and its PKCS#1 key.
 func validPair(t *testing.T) (certPath, keyPath string, cert *x509.Certificate) {

@@ -108,6 +108,4 @@ func clip(s string, n int) string {
 	return s[:n]
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "file_contains", Kind: kit.Probe, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

@@ -10,6 +10,8 @@ import (
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 func probe(t *testing.T, with map[string]any) (map[string]any, error) {
 	t.Helper()
 	r, err := moduletest.Run(t, declaration, run, with)

@@ -53,6 +53,4 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	return nil
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "file_exists", Kind: kit.Probe, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

@@ -9,6 +9,8 @@ import (
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 func probe(t *testing.T, path string) map[string]any {
 	t.Helper()
 	r := moduletest.MustRun(t, declaration, run, map[string]any{"path": path})

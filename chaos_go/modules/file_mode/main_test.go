@@ -9,6 +9,8 @@ import (
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 func TestFileModeReportsOctalModeAndOwnership(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("chown needs root")

@@ -9,12 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/kittest"
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
-
-var module = kit.Module{Name: "fill_disk", Kind: kit.Chaos, Declaration: declaration, Run: run}
 
 // smallFS mounts a tmpfs of sizeMB under a temp dir, or skips the test.
 func smallFS(t *testing.T, opts string) string {
@@ -27,11 +24,7 @@ func smallFS(t *testing.T, opts string) string {
 	return dir
 }
 
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module); err != nil {
-		t.Error(err)
-	}
-}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 func TestWritesRealBlocks(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fill.bin")

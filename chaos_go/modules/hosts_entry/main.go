@@ -158,6 +158,4 @@ func remove(lines []string, host, addr string) ([]string, int) {
 	return out, changed
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "hosts_entry", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

@@ -8,17 +8,12 @@ import (
 	"testing"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
-
-var module = kit.Module{Name: "hosts_entry", Kind: kit.Chaos, Declaration: declaration, Run: run}
 
 const hosts = "127.0.0.1\tlocalhost\n10.0.0.5\tdb.exam.lan db # primary\n::1\tlocalhost ip6-localhost\n"
 
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module); err != nil {
-		t.Error(err)
-	}
-}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 func runWith(t *testing.T, raw map[string]any) (string, *kit.Report, error) {
 	t.Helper()

@@ -87,6 +87,4 @@ func letters(flags int32) string {
 	return s
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "immutable_file", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

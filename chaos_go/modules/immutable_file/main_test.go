@@ -8,17 +8,10 @@ import (
 	"syscall"
 	"testing"
 
-	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
-var module = kit.Module{Name: "immutable_file", Kind: kit.Chaos, Declaration: declaration, Run: run}
-
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module); err != nil {
-		t.Error(err)
-	}
-}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 // lsattrFlags returns lsattr's flag column for path, or "" when lsattr is missing.
 func lsattrFlags(t *testing.T, path string) string {

@@ -138,6 +138,4 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	return nil
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "kill_process", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

@@ -19,6 +19,8 @@ import (
 	"chaosrun/chaos_go/kit/procfs"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 // sleeper is a process the test started; done delivers Wait's error.
 type sleeper struct {
 	cmd  *exec.Cmd

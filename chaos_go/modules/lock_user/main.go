@@ -101,6 +101,4 @@ func shown(field, value string) string {
 	}
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "lock_user", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

@@ -9,20 +9,15 @@ import (
 	"testing"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
-
-var module = kit.Module{Name: "lock_user", Kind: kit.Chaos, Declaration: declaration, Run: run}
 
 const (
 	passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1001:1001:Alice:/home/alice:/bin/bash\n"
 	shadow = "root:*:19000:0:99999:7:::\nalice:$6$salt$hash:19000:0:99999:7:::\n"
 )
 
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module); err != nil {
-		t.Error(err)
-	}
-}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 // files writes passwd (0644) and shadow (0640, group 42 like Debian's shadow group).
 func files(t *testing.T) (string, string) {

@@ -162,6 +162,4 @@ func readMeminfo(path string) (map[string]int64, error) {
 	return out, sc.Err()
 }
 
-var module = kit.Module{Name: "mem_stress", Kind: kit.Chaos, Declaration: declaration, Run: run, Background: background}
-
-func main() { kit.Main(module) }
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run, Background: background}) }

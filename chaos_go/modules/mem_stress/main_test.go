@@ -16,9 +16,11 @@ import (
 
 // TestMain lets kit.Spawn re-execute this test binary as the memory process.
 func TestMain(m *testing.M) {
-	kit.RunIfChild(module)
+	kit.RunIfChild(kit.Module{Background: background})
 	os.Exit(m.Run())
 }
+
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 func TestMemStressHoldsResidentMemoryUnderItsNameUntilSIGTERM(t *testing.T) {
 	name := kittest.UniqueName("memhog")

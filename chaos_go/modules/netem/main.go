@@ -78,6 +78,4 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	return nil
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "netem", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

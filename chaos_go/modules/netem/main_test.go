@@ -13,6 +13,8 @@ import (
 	"chaosrun/chaos_go/kit/sysexec"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 // vethNetns creates a namespace owned by this test holding a veth pair v0/v1.
 func vethNetns(t *testing.T) string {
 	t.Helper()

@@ -253,6 +253,4 @@ func socketInodes(path string, port int64, state string, inodes map[string]bool)
 	return sc.Err()
 }
 
-var module = kit.Module{Name: "occupy_port", Kind: kit.Chaos, Declaration: declaration, Run: run, Background: background}
-
-func main() { kit.Main(module) }
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run, Background: background}) }

@@ -19,9 +19,11 @@ import (
 
 // TestMain lets kit.Spawn re-execute this test binary as the port holder.
 func TestMain(m *testing.M) {
-	kit.RunIfChild(module)
+	kit.RunIfChild(kit.Module{Background: background})
 	os.Exit(m.Run())
 }
+
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 func procFile(pid int, name string) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))

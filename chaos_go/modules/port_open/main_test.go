@@ -16,6 +16,8 @@ import (
 	"chaosrun/chaos_go/kit/kittest/netnstest"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 func TestPortOpenSeesAListenerAndARefusal(t *testing.T) {
 	ln, port := kittest.Listen(t)
 	res := moduletest.Probe(t, declaration, run, map[string]any{"port": port})

@@ -12,6 +12,8 @@ import (
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 func probe(t *testing.T, name string) map[string]any {
 	t.Helper()
 	return moduletest.Probe(t, declaration, run, map[string]any{"name": name})

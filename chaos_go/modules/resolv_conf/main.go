@@ -143,6 +143,4 @@ func setSearch(lines, search, old []string, mode string) []string {
 	return out
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "resolv_conf", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

@@ -8,17 +8,12 @@ import (
 	"testing"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
-
-var module = kit.Module{Name: "resolv_conf", Kind: kit.Chaos, Declaration: declaration, Run: run}
 
 const resolv = "# generated\nsearch exam.lan\nnameserver 10.0.0.2\nnameserver 10.0.0.3\noptions edns0\n"
 
-func TestDeclaration(t *testing.T) {
-	if err := kit.CheckDeclaration(module); err != nil {
-		t.Error(err)
-	}
-}
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
 
 func TestEdits(t *testing.T) {
 	cases := []struct {

@@ -10,6 +10,8 @@ import (
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 // fakeSystemctl writes a systemctl that answers is-active with active and
 // is-enabled with enabled, exiting the way systemctl does.
 func fakeSystemctl(t *testing.T, active, enabled string) string {

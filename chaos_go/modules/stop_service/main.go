@@ -5,19 +5,15 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/sysexec"
+	"chaosrun/chaos_go/kit/systemd"
 )
 
 //go:embed params.schema.json
 var declaration []byte
-
-// unitName repeats the declaration's pattern: a name that could pass for an
-// option (a leading "-") must never reach systemctl's argv.
-var unitName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9@._:\\-]*$`)
 
 // actionArgv is the systemctl command for action. disable and mask carry
 // --now so the unit also stops at once instead of at the next boot.
@@ -44,38 +40,27 @@ func undoArgvs(systemctl, action, service, wasActive, wasEnabled string) [][]str
 	return undo
 }
 
-// unitState asks systemctl is-active or is-enabled. Those exit non-zero for
-// states such as "inactive" or "disabled", so the answer is what they print;
-// "unknown" with systemctl's message when they print nothing.
-func unitState(ctx context.Context, systemctl, query, service string) (state, reason string) {
-	stdout, stderr, _ := sysexec.Run(ctx, []string{systemctl, query, service}, "")
-	if line, _, _ := strings.Cut(strings.TrimSpace(stdout), "\n"); line != "" {
-		return line, ""
-	}
-	return "unknown", firstLine(stderr)
-}
-
 func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	service, action := p.String("service"), p.String("action")
-	if !unitName.MatchString(service) {
+	if !systemd.IsUnitName(service) {
 		return fmt.Errorf("service %q is not a unit name", service)
 	}
 	systemctl, err := sysexec.LookTool("systemctl", p.String("systemctl_path"))
 	if err != nil {
 		return err
 	}
-	wasActive, why := unitState(ctx, systemctl, "is-active", service)
+	wasActive, why := systemd.State(ctx, systemctl, "is-active", service)
 	if why != "" {
 		r.Warnf("is-active %s before: %s", service, why)
 	}
-	wasEnabled, _ := unitState(ctx, systemctl, "is-enabled", service)
+	wasEnabled, _ := systemd.State(ctx, systemctl, "is-enabled", service)
 
 	argv := actionArgv(systemctl, action, service)
 	if _, stderr, err := sysexec.Run(ctx, argv, ""); err != nil {
-		return fmt.Errorf("systemctl %s: %w: %s", strings.Join(argv[1:], " "), err, oneLine(stderr))
+		return fmt.Errorf("systemctl %s: %w: %s", strings.Join(argv[1:], " "), err, sysexec.OneLine(stderr))
 	}
-	active, _ := unitState(ctx, systemctl, "is-active", service)
-	enabled, _ := unitState(ctx, systemctl, "is-enabled", service)
+	active, _ := systemd.State(ctx, systemctl, "is-active", service)
+	enabled, _ := systemd.State(ctx, systemctl, "is-enabled", service)
 	r.Logf("systemctl %s: %s/%s -> %s/%s", strings.Join(argv[1:], " "), wasActive, wasEnabled, active, enabled)
 
 	r.Set("service", service)
@@ -96,16 +81,4 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	return nil
 }
 
-// oneLine joins a tool's message lines with "; " so an error stays one line.
-func oneLine(s string) string {
-	return strings.Join(strings.FieldsFunc(strings.TrimSpace(s), func(r rune) bool { return r == '\n' }), "; ")
-}
-
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
-	return line
-}
-
-func main() {
-	kit.Main(kit.Module{Name: "stop_service", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

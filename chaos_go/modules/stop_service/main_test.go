@@ -13,6 +13,8 @@ import (
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 // fakeSystemctl writes a shell script that answers like systemctl for one
 // unit, keeping its state in dir and logging every call's arguments.
 func fakeSystemctl(t *testing.T) (path, log string) {

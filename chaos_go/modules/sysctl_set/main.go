@@ -105,6 +105,4 @@ func writeValue(path, value string) error {
 	return f.Close()
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "sysctl_set", Kind: kit.Chaos, Declaration: declaration, Run: run})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

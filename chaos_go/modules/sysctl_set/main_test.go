@@ -13,6 +13,8 @@ import (
 	"chaosrun/chaos_go/kit/kittest/netnstest"
 )
 
+func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+
 // fakeSysctl makes a sysctl tree in a temp dir with one key file.
 func fakeSysctl(t *testing.T, rel, content string) (root, path string) {
 	t.Helper()

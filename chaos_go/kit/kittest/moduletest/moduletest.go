@@ -8,6 +8,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"chaosrun/chaos_go/kit"
@@ -64,4 +66,36 @@ func MustRun(t testing.TB, declaration []byte, run kit.RunFunc, with map[string]
 func Probe(t testing.TB, declaration []byte, run kit.RunFunc, with map[string]any) map[string]any {
 	t.Helper()
 	return MustRun(t, declaration, run, with).Result()
+}
+
+// CheckDeclaration checks a module's embedded declaration: it parses, follows the
+// conventions of kit.CheckDeclaration (x-kind chaos or probe among them), and its title --
+// the module's name, written nowhere else -- is the name of the test's package directory,
+// which go test makes the working directory. Every module's main_test.go calls it:
+//
+//	func TestDeclaration(t *testing.T) { moduletest.CheckDeclaration(t, declaration) }
+func CheckDeclaration(t testing.TB, declaration []byte) {
+	t.Helper()
+	if err := kit.CheckDeclaration(declaration); err != nil {
+		t.Errorf("declaration: %v", err)
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatalf("package directory: %v", err)
+	}
+	if err := checkName(declaration, filepath.Base(dir)); err != nil {
+		t.Error(err)
+	}
+}
+
+// checkName is CheckDeclaration's name check: the declaration names folder.
+func checkName(declaration []byte, folder string) error {
+	name, _, err := kit.Identity(declaration)
+	if err != nil {
+		return err
+	}
+	if name != folder {
+		return fmt.Errorf("declaration: title %q differs from the module's folder name %q", name, folder)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package moduletest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -45,3 +46,35 @@ func TestParamsAndProbeRunTheModuleWithValidatedParams(t *testing.T) {
 		t.Error("Run = nil; want run's error")
 	}
 }
+
+func TestCheckDeclarationWantsTheFolderName(t *testing.T) {
+	if err := checkName(declaration, "echo"); err != nil {
+		t.Errorf("checkName(echo) = %v; want nil", err)
+	}
+	if err := checkName(declaration, "moduletest"); err == nil || !strings.Contains(err.Error(), `title "echo" differs from the module's folder name "moduletest"`) {
+		t.Errorf("checkName(moduletest) = %v; want the two names", err)
+	}
+	bad := []byte(strings.Replace(string(declaration), `"x-kind": "probe"`, `"x-kind": "test"`, 1))
+	if err := checkName(bad, "echo"); err == nil || !strings.Contains(err.Error(), "x-kind") {
+		t.Errorf("checkName of a bad kind = %v; want an x-kind error", err)
+	}
+	rec := &recorder{TB: t}
+	CheckDeclaration(rec, declaration) // this package's folder is moduletest, not echo
+	if len(rec.errors) != 1 || !strings.Contains(rec.errors[0], `folder name "moduletest"`) {
+		t.Errorf("CheckDeclaration reported %q; want only the folder mismatch", rec.errors)
+	}
+}
+
+// recorder is a testing.TB that keeps the errors reported to it instead of failing.
+type recorder struct {
+	testing.TB
+	errors []string
+}
+
+func (r *recorder) Helper() {}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errors = append(r.errors, fmt.Sprintf(format, args...))
+}
+
+func (r *recorder) Error(args ...any) { r.errors = append(r.errors, fmt.Sprint(args...)) }

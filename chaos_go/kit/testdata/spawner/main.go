@@ -40,6 +40,4 @@ func background(ctx context.Context, args map[string]any) error {
 	return os.WriteFile(ready+".stopped", nil, 0o600)
 }
 
-func main() {
-	kit.Main(kit.Module{Name: "spawner", Kind: kit.Chaos, Declaration: declaration, Run: run, Background: background})
-}
+func main() { kit.Main(kit.Module{Declaration: declaration, Run: run, Background: background}) }
