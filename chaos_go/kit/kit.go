@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -305,6 +306,7 @@ func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 	report := newReport(logs.push)
 	ctx, cancel := context.WithDeadline(context.Background(), start.Add(cfg.timeout()))
 	defer cancel()
+	defer endOnSignal(cancel)()
 	runErr := runModule(ctx, m, params, report, opt.grace)
 	logErr := logs.close()
 
@@ -421,6 +423,31 @@ func sendResult(cb *wire.Conn, res resultMsg) (bool, error) {
 func isEncodeErr(err error) bool {
 	var ue *jsonx.UnsupportedError
 	return errors.Is(err, wire.ErrTooLarge) || errors.As(err, &ue)
+}
+
+// endOnSignal makes SIGTERM and SIGINT end the module's context, so that a module stops
+// what it started (the command probe's process group, a stress loop) when the monitor
+// stops the step, instead of dying and leaving it behind; a second signal ends the
+// process at once. The returned func undoes it.
+func endOnSignal(cancel context.CancelFunc) func() {
+	sigs := make(chan os.Signal, 1)
+	done := make(chan struct{})
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go cancelOnSignal(sigs, done, cancel)
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+	}
+}
+
+// cancelOnSignal is the goroutine behind endOnSignal.
+func cancelOnSignal(sigs chan os.Signal, done chan struct{}, cancel context.CancelFunc) {
+	select {
+	case <-sigs:
+		cancel()
+		signal.Reset(syscall.SIGTERM, syscall.SIGINT)
+	case <-done:
+	}
 }
 
 // runModule runs m.Run under ctx; a panic becomes an error, and a module still running

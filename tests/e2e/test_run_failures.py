@@ -1,6 +1,7 @@
 """The runtime against a real sshd when things go wrong: every failure is a clear step
 status, is in the audit log, and leaves no binary on the target and no open port (the
-``exam`` fixture checks those two after every test)."""
+``exam`` fixture checks those two after every test). The runner's own semantics (needs,
+when, retries, one_of...) are tested without SSH in tests/runtime/test_runner.py."""
 
 from __future__ import annotations
 
@@ -109,27 +110,6 @@ def test_a_firewalled_monitor_fails_the_step_with_a_reason_not_a_hang(exam: Exam
     end = r.step_end("one")
     assert end["status"] == "failed"
     assert "call back" in end["reason"] or "callback" in end["reason"], end
-
-
-def test_needs_on_a_failed_step_skips_and_when_can_override(exam: Exam) -> None:
-    s = scenario(
-        exam,
-        "  - {id: bad, target: web, chaos: kill_process, with: {name: no-such-proc-xyz}}\n"
-        "  - {id: skipped, target: web, probe: command, needs: [bad], with: {command: 'true'}}\n"
-        "  - {id: rescue, target: web, probe: command, needs: [bad], when: 'not steps.bad.ok', with: {command: 'true'}}\n",
-    )
-    r = exam.chaosrun("run", s, "-i", exam.inventory(["web"]))
-    assert r.step_end("bad")["status"] == "failed"
-    assert r.step_end("skipped")["status"] == "skipped"
-    assert r.step_end("rescue")["status"] == "ok"
-
-
-def test_retries_run_a_failing_step_again(exam: Exam) -> None:
-    s = scenario(exam, "  - {id: bad, target: web, chaos: kill_process, retries: 2, with: {name: no-such-proc-xyz}}\n")
-    r = exam.chaosrun("run", s, "-i", exam.inventory(["web"]))
-    assert r.step_end("bad")["attempts"] == 3
-    assert len(r.events("retry")) == 2
-    assert len(r.events("cleanup")) == 3
 
 
 def test_ctrl_c_mid_run_cleans_every_target_and_closes_the_audit_log(exam: Exam) -> None:

@@ -14,6 +14,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chaosrun.testing import send_callback
 from chaosrun.wire import (
     C2M,
     CHALLENGE_SIZE,
@@ -28,7 +29,6 @@ from chaosrun.wire import (
     receive_callback,
     seal,
     seal_plaintext,
-    send_callback,
     step_config,
 )
 

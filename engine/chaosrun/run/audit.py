@@ -205,11 +205,16 @@ async def open_audit(
     except OSError as exc:
         raise AuditError(f"cannot create audit log in {directory}: {exc.strerror or exc}") from None
     log = AuditLog(path, run_id, fh)
+    # The block's own error leaves as itself, not wrapped in the writer nursery's
+    # ExceptionGroup, so callers can catch e.g. RunError (cancellation passes as usual).
+    error: Exception | None = None
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(log._writer)
             try:
                 yield log
+            except Exception as exc:
+                error = exc
             finally:
                 with trio.CancelScope(shield=True):
                     if key is not None and log._failed is None:
@@ -223,8 +228,14 @@ async def open_audit(
                         )
                     await log._drain()
                 nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the writer failed too: keep both
+        if error is None:
+            raise
+        raise BaseExceptionGroup("audit log failed", [error, *group.exceptions]) from None
     finally:
         fh.close()
+    if error is not None:
+        raise error
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from ..plan import Plan, PlannedStep
 from ..scenario import Section
-from .runner import EnvOutcome, RunReport, StepOutcome, StepStatus
+from .model import EnvOutcome, RunReport, StepOutcome, StepStatus
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-9;?]*[A-Za-z]")
 STYLE = {StepStatus.OK: "green", StepStatus.FAILED: "red", StepStatus.TIMEOUT: "magenta", StepStatus.SKIPPED: "yellow"}
@@ -49,9 +49,7 @@ class PlainReporter:
 
     def run_started(self, plan: Plan, section: Section, audit_path: Path) -> None:
         what = "verify" if section is Section.VERIFY else "run"
-        self._say(
-            _headline(what, plan, audit_path)
-        )
+        self._say(_headline(what, plan, audit_path))
 
     def step_started(self, env: str, step: PlannedStep) -> None:
         host = f" on {step.target.host}" if step.target else ""
@@ -95,11 +93,7 @@ class LiveReporter(PlainReporter):
         self.steps = [s.id for s in steps]
         self.rows = {e.name: {} for e in plan.environments}
         what = "verify" if section is Section.VERIFY else "run"
-        self.console.print(
-            Text(
-                _headline(what, plan, audit_path)
-            )
-        )
+        self.console.print(Text(_headline(what, plan, audit_path)))
         self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=True)
         self.live.start()
 

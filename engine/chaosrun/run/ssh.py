@@ -1,20 +1,10 @@
-"""Run stage, SSH transport: a trio-native SSH client (commands, file upload) over asyncssh.
+"""Run stage, SSH transport: the default connector, a trio-native SSH client over asyncssh.
 
-asyncssh speaks asyncio; the runtime speaks trio. This is the one module that imports
-asyncssh, and it bridges the two: asyncssh runs on a plain asyncio event loop in a thread
-of its own (one per bridge), every call from trio runs there as an asyncio task, and a trio
-cancellation is delivered to that task as ``asyncio.CancelledError`` (the trio side then
-waits for the task to finish, as with trio-asyncio's ``aio_as_trio``). Nothing
-asyncio-flavoured leaves this module: callers get plain data (``ExecResult``, ``str``,
-``bytes``) or this module's classes.
-
-Why a thread and not trio-asyncio (which this module used first): trio-asyncio runs each
-asyncio callback through a trio memory channel and a cancel scope, and each I/O readiness
-through a trio task plus a ``synchronize()`` round; an SSH upload is hundreds of such
-callbacks. Measured on 2 cores (docs/performance.md): the same asyncssh code on
-trio-asyncio used 1.6x the CPU of plain asyncio for 100 hosts x 1 step (4.5 s vs 2.8 s)
-and took 1.2x the time; in a thread, the loop costs what plain asyncio costs, and a call
-from trio costs two thread wake-ups.
+This is the one module of the runtime that imports asyncssh. asyncssh runs on the asyncio
+loop thread of ``run.bridge``; nothing asyncio-flavoured leaves this module: callers get
+plain data (``ExecResult``, ``str``, ``bytes``) or this module's classes, which implement
+the connection seam (``run.connection``): ``SshConnector`` opens an ``SshConnection`` per
+target.
 
 Remote processes and cancellation: closing an SSH channel does not stop the command behind
 it (OpenSSH leaves a process without a pty running, and refuses the SSH ``signal`` request
@@ -36,22 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import math
-import shlex
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import asyncssh
-import outcome
 import trio
 
-from ..errors import ChaosrunError
+from ..scenario import TargetSpec
+from .bridge import call_in_loop, loop_for_connection, open_bridge
+from .connection import ExecResult, Facts, TargetError, TargetTimeout
 
 __all__ = [
     "ExecResult",
@@ -59,6 +47,7 @@ __all__ = [
     "Process",
     "RemoteFileExists",
     "SshConnection",
+    "SshConnector",
     "SshError",
     "SshTimeout",
     "open_bridge",
@@ -91,151 +80,34 @@ class HostSpec:
     known_hosts: Path | None = None
     insecure: bool = False
 
+    @classmethod
+    def for_target(cls, target: TargetSpec) -> HostSpec:
+        """The connection settings of a scenario's (or inventory's) target."""
+        return cls(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            identity=Path(target.identity) if target.identity else None,
+            known_hosts=Path(target.known_hosts) if target.known_hosts else None,
+            insecure=target.insecure,
+        )
+
     @property
     def label(self) -> str:
         """``user@host:port``, as it appears in error messages."""
         return f"{self.user}@{self.host}:{self.port}"
 
 
-class SshError(ChaosrunError):
+class SshError(TargetError):
     """An SSH operation failed. ``str(err)`` is ``"root@10.0.0.5:22: <reason>"``."""
 
-    def __init__(self, host: str, reason: str) -> None:
-        super().__init__(f"{host}: {reason}")
-        self.host = host
-        self.reason = reason
 
-
-class SshTimeout(SshError):
+class SshTimeout(SshError, TargetTimeout):
     """A command or the connection did not finish in time (the remote command was stopped)."""
 
 
 class RemoteFileExists(SshError):
     """``write_file`` refused to replace an existing path (exclusive create)."""
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """How a remote command ended. ``exit_status`` is None when it died of ``signal``."""
-
-    exit_status: int | None
-    signal: str | None
-    stdout: bytes
-    stderr: bytes
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_status == 0
-
-
-# -- the bridge -----------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def open_bridge() -> AsyncIterator[None]:
-    """Run an asyncio loop (in a thread of its own) for the block, so that SSH calls can run in it.
-
-    The runner opens it once around a run. Nested use re-uses the outer loop. ``open_ssh``
-    opens a private bridge for its own lifetime when none is active, so scripts and tests may
-    skip this, at the cost of one loop (and thread) per connection.
-    """
-    async with _loop_for_connection():
-        yield
-
-
-_current_loop: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
-    "chaosrun_ssh_loop", default=None
-)
-
-
-@asynccontextmanager
-async def _loop_for_connection() -> AsyncIterator[asyncio.AbstractEventLoop]:
-    loop = _current_loop.get()
-    if loop is not None:
-        yield loop
-        return
-    loop = asyncio.SelectorEventLoop()  # explicit: whatever loop policy is installed
-    started = threading.Event()
-
-    def serve() -> None:
-        loop.call_soon(started.set)
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, name="chaosrun-ssh-loop", daemon=True)
-    thread.start()
-    await trio.to_thread.run_sync(started.wait)
-    token = _current_loop.set(loop)
-    try:
-        yield loop
-    finally:
-        _current_loop.reset(token)
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_stop_loop, loop, thread)
-
-
-def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-    """Cancel what still runs on ``loop``, stop it, join its thread, close it (blocking)."""
-
-    async def cancel_all() -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
-
-    with contextlib.suppress(Exception):
-        asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(CLOSE_TIMEOUT + 1)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join()
-    loop.close()
-
-
-async def _in_loop(
-    loop: asyncio.AbstractEventLoop, fn: Callable[_P, Awaitable[_T]], *args: _P.args, **kw: _P.kwargs
-) -> _T:
-    """Run ``fn(*args)`` as an asyncio task on ``loop`` (the bridge's thread); return or raise
-    its result here, in trio.
-
-    Cancelling the trio side cancels the task and keeps waiting until the task has finished
-    (so its own cleanup, e.g. stopping a remote command, is done when this returns); if the
-    task then ends with ``CancelledError``, the trio cancellation is raised.
-    """
-    task = trio.lowlevel.current_task()
-    token = trio.lowlevel.current_trio_token()
-    holder: list[asyncio.Future[_T]] = []
-    raise_cancel: Callable[[], NoReturn] | None = None
-
-    def done(future: asyncio.Future[_T]) -> None:  # in the loop's thread
-        token.run_sync_soon(trio.lowlevel.reschedule, task, outcome.capture(future.result))
-
-    def start() -> None:  # in the loop's thread
-        try:
-            future = asyncio.ensure_future(fn(*args, **kw))
-        except BaseException as exc:  # noqa: BLE001 - handed to the trio side
-            error = exc
-            token.run_sync_soon(trio.lowlevel.reschedule, task, outcome.Error(error))
-            return
-        holder.append(future)
-        future.add_done_callback(done)
-
-    def cancel() -> None:  # in the loop's thread, after start()
-        if holder:
-            holder[0].cancel()
-
-    def abort(raise_cancel_arg: Callable[[], NoReturn]) -> trio.lowlevel.Abort:
-        nonlocal raise_cancel
-        raise_cancel = raise_cancel_arg
-        loop.call_soon_threadsafe(cancel)
-        return trio.lowlevel.Abort.FAILED  # keep waiting for the task to finish
-
-    loop.call_soon_threadsafe(start)
-    try:
-        result: _T = await trio.lowlevel.wait_task_rescheduled(abort)
-    except asyncio.CancelledError:
-        if raise_cancel is not None:
-            raise_cancel()
-        raise
-    return result
 
 
 # -- asyncio side: everything below until "trio side" runs as asyncio tasks ----------------
@@ -679,11 +551,19 @@ class SshConnection:
         self._sessions: set[_Session] = set()
         self._sftp: asyncssh.SFTPClient | None = None
         self._sftp_lock = trio.Lock()
-        self._machine: str | None = None
+        self._facts: Facts | None = None
         self._slots = trio.Semaphore(max(1, max_sessions - 2))
 
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def audit_fields(self) -> Mapping[str, Any]:
+        return {"host_key": self.host_key_fingerprint}
+
     async def _call(self, fn: Callable[_P, Awaitable[_T]], *args: _P.args, **kw: _P.kwargs) -> _T:
-        return await _in_loop(self._loop, fn, *args, **kw)
+        return await call_in_loop(self._loop, fn, *args, **kw)
 
     def _forget(self, session: _Session) -> None:
         self._sessions.discard(session)
@@ -794,31 +674,15 @@ class SshConnection:
         with _mapped_errors(self.spec.label, f"removing {path}"):
             await self._call(_aio_remove, sftp, path)
 
-    async def sha256(self, path: str) -> str | None:
-        """Return the hex SHA-256 of the remote file ``path``, or None if it does not exist.
-
-        Raises:
-            SshError: the file exists but could not be read.
-        """
-        q = shlex.quote(path)
-        result = await self.run(f"[ -e {q} ] || exit 3; exec sha256sum < {q}")
-        if result.exit_status == 3:
-            return None
-        digest = result.stdout[:64].decode("ascii", "replace")
-        if not result.ok or len(digest) != 64:
-            err = result.stderr.decode(errors="replace").strip()
-            raise SshError(self.spec.label, f"sha256 of {path} failed: {err or result}")
-        return digest
-
-    async def machine(self) -> str:
-        """Return ``uname -m`` of the host (e.g. ``x86_64``), asked once per connection."""
-        if self._machine is None:
+    async def facts(self) -> Facts:
+        """The host's facts (``uname -m``), asked once per connection."""
+        if self._facts is None:
             result = await self.run("uname -m")
             if not result.ok:
                 err = result.stderr.decode(errors="replace").strip()
                 raise SshError(self.spec.label, f"uname -m failed: {err}")
-            self._machine = result.stdout.decode().strip()
-        return self._machine
+            self._facts = Facts(machine=result.stdout.decode().strip())
+        return self._facts
 
 
 @asynccontextmanager
@@ -841,10 +705,10 @@ async def open_ssh(
     """
     known_hosts = _resolve_known_hosts(spec)
     _check_identity(spec)
-    async with _loop_for_connection() as loop:
+    async with loop_for_connection() as loop:
         with trio.move_on_after(connect_timeout) as scope:
             with _mapped_errors(spec.label, "connecting"):
-                conn = await _in_loop(loop, _aio_connect, spec, known_hosts)
+                conn = await call_in_loop(loop, _aio_connect, spec, known_hosts)
         if scope.cancelled_caught:
             raise SshTimeout(spec.label, f"connect timed out after {connect_timeout}s")
         key = conn.get_server_host_key()
@@ -855,3 +719,18 @@ async def open_ssh(
         finally:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await ssh._call(_aio_close, conn, ssh._sessions)
+
+
+class SshConnector:
+    """The default connector: each target over SSH, all connections on one asyncio loop
+    thread for the run (``open_bridge``)."""
+
+    name = "ssh"
+
+    def open_shared(self) -> AbstractAsyncContextManager[None]:
+        return open_bridge()
+
+    def open_connection(
+        self, target: TargetSpec, *, connect_timeout: float
+    ) -> AbstractAsyncContextManager[SshConnection]:
+        return open_ssh(HostSpec.for_target(target), connect_timeout=connect_timeout)

@@ -1,0 +1,233 @@
+"""Run stage, one module attempt: build, listen, deploy, exec, collect, clean.
+
+The binary goes to a random ``tmp.XXXXXXXXXX`` name in the target's temp dir; the exec
+wrapper opens it, unlinks it, checks the bytes behind the open descriptor and runs
+``/proc/self/fd/3`` with the step's config on stdin. The listener, the forward (tunnel
+mode) and the remote process live in the attempt's nursery; cleanup (stop the process,
+close the forward, remove the file if the wrapper did not, audit it) runs in ``finally``
+under a shielded, bounded scope.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import secrets
+import shlex
+import string
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from typing import Any
+
+import trio
+
+from ..build import BuildError, goarch_for
+from ..plan import PlannedStep
+from ..wire import StepSecret, step_config
+from .connection import ExecResult, Forward, Process, TargetError
+from .context import EnvState
+from .listener import ListenerState, serve_listener
+from .model import StepFailed
+
+CLEANUP_TIMEOUT = 15.0
+EXIT_GRACE = 5.0  # after the result: how long the binary may take to exit
+RESULT_GRACE = 2.0  # after the binary exited: how long an in-flight result may take
+HASH_MISMATCH = 97  # exit status of the exec wrapper when the uploaded file changed
+
+
+def innocuous_name() -> str:
+    """A file name like mktemp's (``tmp.k3J9xQ2aZb``): nothing that says chaos."""
+    alphabet = string.ascii_letters + string.digits
+    return "tmp." + "".join(secrets.choice(alphabet) for _ in range(10))
+
+
+def exec_command(remote: str, sha256: str, blake2b: str | None = None) -> str:
+    """Open the uploaded file, unlink it, check the bytes behind the open descriptor are
+    ours, and run exactly those bytes through ``/proc/self/fd/3``.
+
+    Replacing the file by another one (a rename over it) after upload changes nothing: we
+    run the inode we opened, whose hash we checked; a changed file is refused with exit
+    status 97. The binary's path is gone before it runs, and its command line reads
+    ``/proc/self/fd/3``. Nothing secret is in here (the config goes to stdin).
+
+    With ``blake2b`` (the hex BLAKE2b-512 of the same bytes), the check uses coreutils'
+    ``b2sum`` where the target has it (coreutils 8.26 and later) and ``sha256sum``
+    otherwise: both are cryptographic hashes of the exact bytes, but coreutils' SHA-256
+    has no SHA-NI code path, and on a 2.8 MB module it costs ~18 ms of the target's CPU
+    against ~8 ms for ``b2sum`` (docs/performance.md).
+    """
+    p = shlex.quote(remote)
+    sha_check = f'h=$(sha256sum <&3) && [ "${{h%% *}}" = {sha256} ] || exit {HASH_MISMATCH}'
+    if blake2b is not None:
+        check = (
+            "if command -v b2sum >/dev/null 2>&1; then "
+            f'h=$(b2sum <&3) && [ "${{h%% *}}" = {blake2b} ] || exit {HASH_MISMATCH}; '
+            f"else {sha_check}; fi"
+        )
+    else:
+        check = sha_check
+    return f"exec 3<{p} || exit {HASH_MISMATCH}; rm -f {p}; {check}; exec /proc/self/fd/3"
+
+
+def exit_reason(result: ExecResult) -> str:
+    stderr = result.stderr.decode("utf-8", "replace").strip().splitlines()
+    tail = stderr[-1][:300] if stderr else ""
+    if result.exit_status == HASH_MISMATCH:
+        return "the uploaded binary was changed on the target before it ran"
+    if result.signal:
+        return f"binary killed by signal {result.signal} before it reported"
+    if result.exit_status == 3:
+        return f"binary could not call back to the monitor: {tail or 'no reason given'}"
+    if result.exit_status in (126, 127):
+        return f"binary could not be executed on the target (exit {result.exit_status}): {tail}"
+    return f"binary exited with status {result.exit_status} without a result" + (f": {tail}" if tail else "")
+
+
+async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Build, listen, deploy, exec, collect, clean: one attempt at a chaos or probe step.
+
+    Returns:
+        The module's result message.
+
+    Raises:
+        StepFailed: the attempt failed; the reason says where and why. The step's timeout
+            is the caller's cancel scope.
+    """
+    ctx = env.ctx
+    assert step.target is not None and step.module is not None
+    conn = await env.connection(step.target)
+    try:
+        goarch = goarch_for((await conn.facts()).machine)
+    except BuildError as exc:
+        raise StepFailed(str(exc)) from None
+    except TargetError as exc:
+        raise StepFailed(f"{ctx.connector.name}: {exc}") from None
+    deployable = await ctx.builds.get(step.module, goarch)
+    binary, data = deployable.binary, deployable.data
+    secret = StepSecret.new()
+    remote = posixpath.join(step.target.tmp_dir, innocuous_name())
+    label = f"{step.target.user}@{step.target.host}:{step.target.port}"
+    process: Process | None = None
+    forward: Forward | None = None
+    exited = trio.Event()
+    exit_box: list[ExecResult | TargetError] = []
+    async with trio.open_nursery() as nursery:
+        state: ListenerState = await nursery.start(serve_listener, ctx, env.name, step.id, secret)
+        try:
+            await ctx.audit.record(
+                "listen",
+                env=env.name,
+                step=step.id,
+                address=f"{ctx.monitor.bind}:{state.port}",
+                token_id=secret.token_id,
+            )
+            try:
+                async with ctx.uploads:  # bounds memory: each upload in flight buffers a binary
+                    await conn.write_file(remote, data, 0o700)
+            except TargetError as exc:
+                raise StepFailed(f"deploy to {label}:{remote} failed: {exc.reason}") from None
+            await ctx.audit.record(
+                "deploy", env=env.name, step=step.id, host=label, path=remote, sha256=binary.sha256, size=binary.size
+            )
+            if ctx.monitor.callback == "tunnel":
+                # The binary dials the target's own loopback; SSH carries it to us.
+                try:
+                    forward = await conn.forward_remote_port(ctx.monitor.bind, state.port)
+                except TargetError as exc:
+                    raise StepFailed(f"tunnel: {exc.reason}") from None
+                await ctx.audit.record("tunnel", env=env.name, step=step.id, remote=f"127.0.0.1:{forward.port}")
+                dial = f"127.0.0.1:{forward.port}"
+            else:
+                dial = f"{ctx.dial_ip}:{state.port}"
+            config = step_config(
+                monitor=dial,
+                secret=secret,
+                run_id=ctx.run_id,
+                step_id=step.id,
+                module=step.module,
+                params=params,
+                timeout=step.timeout,
+            )
+            try:
+                process = await conn.start(exec_command(remote, binary.sha256, deployable.blake2b), input=config)
+            except TargetError as exc:
+                raise StepFailed(f"exec on {label} failed: {exc.reason}") from None
+
+            async def wait_exit() -> None:
+                assert process is not None
+                try:
+                    exit_box.append(await process.wait())
+                except TargetError as exc:
+                    exit_box.append(exc)
+                exited.set()
+
+            nursery.start_soon(wait_exit)
+            await first_of(state.authenticated.wait, exited.wait, timeout=ctx.monitor.callback_timeout)
+            if not state.authenticated.is_set() and not exited.is_set():
+                raise StepFailed(
+                    f"no valid callback within {ctx.monitor.callback_timeout:g}s "
+                    f"({state.rejected} rejected connection(s)); "
+                    f"is {ctx.monitor.dial_address} reachable from the target?"
+                )
+            await first_of(state.done.wait, exited.wait)
+            if not state.done.is_set():
+                with trio.move_on_after(RESULT_GRACE):
+                    await first_of(state.done.wait, state.lost.wait)
+            if exited.is_set():
+                outcome = exit_box[0]
+                if isinstance(outcome, TargetError):
+                    await ctx.audit.record("exec", env=env.name, step=step.id, error=outcome.reason)
+                    env.forget(step.target)
+                    if not state.done.is_set():
+                        lost = f"connection lost while the binary ran: {outcome.reason}"
+                        raise StepFailed(f"{ctx.connector.name}: {lost}")
+                else:
+                    exec_fields: dict[str, Any] = {
+                        "env": env.name,
+                        "step": step.id,
+                        "exit_status": outcome.exit_status,
+                        "signal": outcome.signal,
+                        "stderr": outcome.stderr.decode("utf-8", "replace")[-2000:],
+                    }
+                    if state.authenticated.is_set():
+                        # Only our own ports close before the next record (cleanup, result,
+                        # step_end): it rides along with them (one fsync wait, not four).
+                        ctx.audit.defer("exec", **exec_fields)
+                    else:
+                        await ctx.audit.record("exec", **exec_fields)
+                    if not state.done.is_set():
+                        raise StepFailed(exit_reason(outcome))
+            else:
+                with trio.move_on_after(EXIT_GRACE):
+                    await exited.wait()
+            assert state.result is not None
+            return state.result
+        finally:
+            with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+                if forward is not None:
+                    await forward.close()
+                if process is not None and not exited.is_set():
+                    with suppress(TargetError):
+                        await process.terminate()
+                removed: bool | str = "unlinked before exec"
+                if not state.authenticated.is_set():  # else the exec wrapper already removed it
+                    removed = await env.remove_file(step.target, conn, remote)
+                # Durable with the step's next record (result or step_end, always written)
+                # before the step is reported or the next one starts.
+                ctx.audit.defer(
+                    "cleanup", env=env.name, step=step.id, path=remote, removed=removed, port_closed=state.port
+                )
+            nursery.cancel_scope.cancel()
+
+
+async def first_of(*waits: Callable[[], Any], timeout: float | None = None) -> None:
+    """Return when the first of ``waits`` returns (or after ``timeout``)."""
+    async with trio.open_nursery() as nursery:
+        if timeout is not None:
+            nursery.cancel_scope.deadline = trio.current_time() + timeout
+
+        async def one(wait: Callable[[], Any]) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        for wait in waits:
+            nursery.start_soon(one, wait)

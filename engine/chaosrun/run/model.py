@@ -1,0 +1,144 @@
+"""Run stage, the data model: how steps, environments and runs end, the run's options,
+and where live progress goes. Plain data: no I/O, no transport."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import ChaosrunError
+from ..plan import Plan, PlannedStep
+from ..scenario import Section, StepKind
+
+if TYPE_CHECKING:
+    from ..build import Builder
+    from .connection import Connector
+
+__all__ = [
+    "EnvOutcome",
+    "NullReporter",
+    "Reporter",
+    "RunError",
+    "RunOptions",
+    "RunReport",
+    "StepFailed",
+    "StepOutcome",
+    "StepStatus",
+]
+
+
+class RunError(ChaosrunError):
+    """The run as a whole cannot go on (not one step's problem)."""
+
+
+class StepFailed(ChaosrunError):
+    """A step attempt failed for a reason worth showing to the operator."""
+
+
+class StepStatus(enum.Enum):
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class StepOutcome:
+    """How one step ended in one environment."""
+
+    id: str
+    slot: str
+    kind: StepKind
+    module: str | None
+    status: StepStatus
+    reason: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+    changes: list[Any] = field(default_factory=list)
+    duration: float = 0.0
+    attempts: int = 0
+    points: float = 0.0  # awarded
+    max_points: float = 0.0
+
+    @classmethod
+    def of(cls, step: PlannedStep, status: StepStatus, reason: str = "") -> StepOutcome:
+        """An outcome for ``step`` that has not run (yet): no result, no points awarded."""
+        max_points = step.points if step.section is Section.VERIFY else 0.0
+        return cls(step.id, step.slot, step.kind, step.module, status, reason, max_points=max_points)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is StepStatus.OK
+
+    def as_scope(self) -> dict[str, Any]:
+        """What ``steps.ID`` means in expressions."""
+        return {"ok": self.ok, "status": self.status.value, "result": self.result, "duration": self.duration}
+
+
+@dataclass
+class EnvOutcome:
+    name: str
+    steps: list[StepOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status in (StepStatus.OK, StepStatus.SKIPPED) for s in self.steps)
+
+    @property
+    def points(self) -> float:
+        return sum(s.points for s in self.steps)
+
+    @property
+    def max_points(self) -> float:
+        return sum(s.max_points for s in self.steps)
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    section: Section
+    audit_path: Path | None
+    seed: int
+    environments: list[EnvOutcome]
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(e.ok for e in self.environments)
+
+
+class Reporter(Protocol):
+    """Where live progress goes (terminal, plain log, or nothing)."""
+
+    def run_started(self, plan: Plan, section: Section, audit_path: Path) -> None: ...
+    def step_started(self, env: str, step: PlannedStep) -> None: ...
+    def step_finished(self, env: str, outcome: StepOutcome) -> None: ...
+    def env_finished(self, env: EnvOutcome) -> None: ...
+
+
+class NullReporter:
+    def run_started(self, plan: Plan, section: Section, audit_path: Path) -> None: ...
+    def step_started(self, env: str, step: PlannedStep) -> None: ...
+    def step_finished(self, env: str, outcome: StepOutcome) -> None: ...
+    def env_finished(self, env: EnvOutcome) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a plan.
+
+    ``connector`` says how targets are reached: None is SSH (``run.ssh.SshConnector``);
+    ``run.local.LocalConnector`` runs the modules as local processes (tests).
+    """
+
+    audit_dir: Path
+    section: Section = Section.STEPS
+    parallel: int = 20
+    connect_timeout: float = 10.0
+    hello_timeout: float = 5.0
+    builder: Builder | None = None
+    reporter: Reporter = field(default_factory=NullReporter)
+    run_id: str | None = None
+    key_path: Path | None = None  # monitor's Ed25519 key; None: signing.default_key_path()
+    connector: Connector | None = None
