@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import yaml
 
-from chaosrun import expr
+from chaosrun.expr.parse import _parse_cached
 from chaosrun.lint import check_scenario_text
 
 TARGET_SECONDS = 1.0
@@ -180,7 +180,7 @@ def main() -> int:
         return check_scenario_text(text, "bench.yaml")
 
     def clear() -> None:
-        expr._parse_cached.cache_clear()
+        _parse_cached.cache_clear()
 
     if args.profile:
         clear()

@@ -1,7 +1,7 @@
 """Benchmark the run stage: chaosrun vs. the asyncssh floor vs. tuned Ansible, on loopback.
 
 Every system does the same work per step against the same throwaway OpenSSH sshd on
-127.0.0.1 (chaosrun.localenv.local_sshd, ``SetEnv SHLVL=1``): copy the ``file_exists``
+127.0.0.1 (chaosrun.testing.local_sshd, ``SetEnv SHLVL=1``): copy the ``file_exists``
 module binary to a fresh temp path, execute it, delete it. Each environment ("host") is an
 inventory entry with its own SSH connection; steps run one after the other inside an
 environment, environments run at once.
@@ -82,8 +82,12 @@ def child_chaosrun(scenario: str, inventory: str, audit: str, parallel: int) -> 
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         code = main(argv)
     seconds = time.perf_counter() - started
-    out = {"seconds": seconds, "cpu": time.process_time() - cpu, "ok": code == 0,
-           "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+    out = {
+        "seconds": seconds,
+        "cpu": time.process_time() - cpu,
+        "ok": code == 0,
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
     print(json.dumps(out), file=sys.__stdout__, flush=True)
 
 
@@ -177,23 +181,26 @@ def ansible_files(fx: Fixture, envs: int, steps: int, run_dir: Path) -> tuple[Pa
     inv.write_text("\n".join(rows) + "\n")
     cfg = run_dir / "ansible.cfg"
     cfg.write_text(
-        "\n".join([
-            "[defaults]",
-            f"forks = {max(envs, 5)}",
-            "gathering = explicit",
-            "strategy = free",
-            "interpreter_python = /usr/bin/python3",
-            f"private_key_file = {fx.sshd.identity}",
-            "retry_files_enabled = False",
-            f"remote_tmp = {fx.remote_tmp}/.ansible-remote",
-            f"local_tmp = {run_dir}/local-tmp",
-            "stdout_callback = ansible.builtin.default",
-            "[ssh_connection]",
-            "pipelining = True",
-            "ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o IdentitiesOnly=yes "
-            f"-o UserKnownHostsFile={fx.sshd.known_hosts} -o StrictHostKeyChecking=yes -o BatchMode=yes",
-            "transfer_method = sftp",
-        ]) + "\n"
+        "\n".join(
+            [
+                "[defaults]",
+                f"forks = {max(envs, 5)}",
+                "gathering = explicit",
+                "strategy = free",
+                "interpreter_python = /usr/bin/python3",
+                f"private_key_file = {fx.sshd.identity}",
+                "retry_files_enabled = False",
+                f"remote_tmp = {fx.remote_tmp}/.ansible-remote",
+                f"local_tmp = {run_dir}/local-tmp",
+                "stdout_callback = ansible.builtin.default",
+                "[ssh_connection]",
+                "pipelining = True",
+                "ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o IdentitiesOnly=yes "
+                f"-o UserKnownHostsFile={fx.sshd.known_hosts} -o StrictHostKeyChecking=yes -o BatchMode=yes",
+                "transfer_method = sftp",
+            ]
+        )
+        + "\n"
     )
     config_line = json.dumps({"v": 1})  # the binary reads it, finds no monitor and exits (status 2)
     tasks: list[dict[str, Any]] = []
@@ -201,8 +208,13 @@ def ansible_files(fx: Fixture, envs: int, steps: int, run_dir: Path) -> tuple[Pa
         dest = f"{fx.remote_tmp}/ans-{{{{ inventory_hostname }}}}-{s}"
         tasks += [
             {"name": f"copy {s}", "ansible.builtin.copy": {"src": str(fx.binary), "dest": dest, "mode": "0700"}},
-            {"name": f"exec {s}", "ansible.builtin.command": {"argv": [dest], "stdin": config_line},
-             "register": f"r{s}", "failed_when": f"r{s}.rc not in [0, 1, 2]", "changed_when": False},
+            {
+                "name": f"exec {s}",
+                "ansible.builtin.command": {"argv": [dest], "stdin": config_line},
+                "register": f"r{s}",
+                "failed_when": f"r{s}.rc not in [0, 1, 2]",
+                "changed_when": False,
+            },
             {"name": f"delete {s}", "ansible.builtin.file": {"path": dest, "state": "absent"}},
         ]
     play = [{"hosts": "envs", "gather_facts": False, "tasks": tasks}]
@@ -256,15 +268,43 @@ def run_chaosrun(fx: Fixture, envs: int, steps: int, system: str = "chaosrun", e
         out = json.loads(res.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return Sample(system, envs, steps, None, wall, None, False, res.stderr[-500:])
-    return Sample(system, envs, steps, out["seconds"], wall, out["maxrss_kb"], out["ok"] and res.returncode == 0,
-                  cpu=out.get("cpu"))
+    return Sample(
+        system,
+        envs,
+        steps,
+        out["seconds"],
+        wall,
+        out["maxrss_kb"],
+        out["ok"] and res.returncode == 0,
+        cpu=out.get("cpu"),
+    )
 
 
 def run_floor(fx: Fixture, envs: int, steps: int, system: str = "floor", extra: tuple[str, ...] = ()) -> Sample:
     s = fx.sshd
-    cmd = [PY, str(FLOOR), "--host", s.host, "--port", str(s.port), "--user", s.user, "--identity", str(s.identity),
-           "--known-hosts", str(s.known_hosts), "--binary", str(fx.binary), "--tmp-dir", str(fx.remote_tmp),
-           "--envs", str(envs), "--steps", str(steps), *extra]
+    cmd = [
+        PY,
+        str(FLOOR),
+        "--host",
+        s.host,
+        "--port",
+        str(s.port),
+        "--user",
+        s.user,
+        "--identity",
+        str(s.identity),
+        "--known-hosts",
+        str(s.known_hosts),
+        "--binary",
+        str(fx.binary),
+        "--tmp-dir",
+        str(fx.remote_tmp),
+        "--envs",
+        str(envs),
+        "--steps",
+        str(steps),
+        *extra,
+    ]
     started = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(fx))
     wall = time.perf_counter() - started
@@ -273,8 +313,7 @@ def run_floor(fx: Fixture, envs: int, steps: int, system: str = "floor", extra: 
     except (ValueError, IndexError):
         return Sample(system, envs, steps, None, wall, None, False, res.stderr[-500:])
     errors = "; ".join(out.get("errors", []))
-    return Sample(system, envs, steps, out["seconds"], wall, out["maxrss_kb"], out["ok"], errors,
-                  cpu=out.get("cpu"))
+    return Sample(system, envs, steps, out["seconds"], wall, out["maxrss_kb"], out["ok"], errors, cpu=out.get("cpu"))
 
 
 def run_ansible(fx: Fixture, playbook: Path, envs: int, steps: int) -> Sample:
@@ -284,8 +323,9 @@ def run_ansible(fx: Fixture, playbook: Path, envs: int, steps: int) -> Sample:
     env.update({"ANSIBLE_CONFIG": str(cfg), "ANSIBLE_HOME": str(run_dir / "home"), "ANSIBLE_NOCOLOR": "1"})
     started = time.perf_counter()
     try:
-        res = subprocess.run([str(playbook), "-i", str(inv), str(book)],
-                             capture_output=True, text=True, env=env, cwd=run_dir)
+        res = subprocess.run(
+            [str(playbook), "-i", str(inv), str(book)], capture_output=True, text=True, env=env, cwd=run_dir
+        )
         wall = time.perf_counter() - started
     finally:
         stop_masters(run_dir)
@@ -319,8 +359,19 @@ def summarize(
     and goes on a shared machine); ``ansible / it`` compares whole-process wall times."""
     rows = []
     data: dict[str, Any] = {}
-    header = ("workload", "system", "run median", "run min", "x floor (paired)", "process median", "ansible / it",
-              "CPU (run)", "peak RSS", "n", "ok")
+    header = (
+        "workload",
+        "system",
+        "run median",
+        "run min",
+        "x floor (paired)",
+        "process median",
+        "ansible / it",
+        "CPU (run)",
+        "peak RSS",
+        "n",
+        "ok",
+    )
     for envs, steps in workloads:
         key = f"{envs}x{steps}"
         data[key] = {}
@@ -340,12 +391,34 @@ def summarize(
             ratio_ans = ansible_proc / proc if ansible_proc and proc and system != "ansible" else None
             min_run = min((x.run for x in got if x.run is not None), default=None)
             rss_text = "-" if rss is None else f"{rss / 1024:.0f} MiB"
-            rows.append((key, system, fmt(run), fmt(min_run), fmt(ratio_floor, "x", 2), fmt(proc),
-                         fmt(ratio_ans, "x", 1), fmt(cpu), rss_text, str(len(got)), str(all(x.ok for x in got))))
-            data[key][system] = {"run_median": run, "run_min": min_run, "vs_floor_paired": ratio_floor,
-                                 "process_median": proc, "ansible_over_this": ratio_ans, "cpu_median": cpu,
-                                 "peak_rss_kb": rss, "n": len(got), "runs": [x.run for x in got],
-                                 "processes": [x.process for x in got], "ok": all(x.ok for x in got)}
+            rows.append(
+                (
+                    key,
+                    system,
+                    fmt(run),
+                    fmt(min_run),
+                    fmt(ratio_floor, "x", 2),
+                    fmt(proc),
+                    fmt(ratio_ans, "x", 1),
+                    fmt(cpu),
+                    rss_text,
+                    str(len(got)),
+                    str(all(x.ok for x in got)),
+                )
+            )
+            data[key][system] = {
+                "run_median": run,
+                "run_min": min_run,
+                "vs_floor_paired": ratio_floor,
+                "process_median": proc,
+                "ansible_over_this": ratio_ans,
+                "cpu_median": cpu,
+                "peak_rss_kb": rss,
+                "n": len(got),
+                "runs": [x.run for x in got],
+                "processes": [x.process for x in got],
+                "ok": all(x.ok for x in got),
+            }
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     text = "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
@@ -362,13 +435,21 @@ def main() -> int:
     p = argparse.ArgumentParser(description="chaosrun vs. asyncssh floor vs. Ansible, on a loopback sshd")
     p.add_argument("--quick", action="store_true", help="2 rounds (Ansible: 1), for a quick look")
     p.add_argument("--reps", type=int, default=None, help="rounds (default 7; Ansible gets min(rounds, 3))")
-    p.add_argument("--only", default="chaosrun,floor,ansible",
-                   help="systems, comma-separated: chaosrun,floor,ansible (and floor-mr4: the floor with chaosrun's "
-                        "4 SFTP writes in flight)")
+    p.add_argument(
+        "--only",
+        default="chaosrun,floor,ansible",
+        help="systems, comma-separated: chaosrun,floor,ansible (and floor-mr4: the floor with chaosrun's "
+        "4 SFTP writes in flight)",
+    )
     p.add_argument("--workloads", default=",".join(f"{e}x{s}" for e, s in WORKLOADS), help="e.g. 1x10,20x3")
     p.add_argument("--json", type=Path, help="write all samples and medians here")
-    p.add_argument("--engine", action="append", default=[], metavar="LABEL=DIR",
-                   help="also run the chaosrun package found in DIR (a copy of engine/), as system chaosrun-LABEL")
+    p.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also run the chaosrun package found in DIR (a copy of engine/), as system chaosrun-LABEL",
+    )
     args = p.parse_args()
     systems = [s for s in SYSTEMS if s in args.only.split(",")]
     for item in args.engine:
@@ -387,7 +468,7 @@ def main() -> int:
     playbook = ensure_ansible() if "ansible" in systems else None
 
     from chaosrun.build import Builder, goarch_for
-    from chaosrun.localenv import local_sshd
+    from chaosrun.testing import local_sshd
 
     binary = Builder().build(MODULE, "linux", goarch_for(platform.machine()))  # warm the cache now
     work = Path(tempfile.mkdtemp(prefix="chaosrun-bench-"))
@@ -402,13 +483,16 @@ def main() -> int:
                 fx.inventories.setdefault(envs, work / f"inventory-{envs}.json").write_text(inventory_text(fx, envs))
             info = versions(playbook)
             print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
-            print(f"module {MODULE}: {binary.size} bytes, cached={binary.cached}; sshd 127.0.0.1:{sshd.port}; "
-                  f"{reps} rounds (ansible {ansible_reps})", flush=True)
+            print(
+                f"module {MODULE}: {binary.size} bytes, cached={binary.cached}; sshd 127.0.0.1:{sshd.port}; "
+                f"{reps} rounds (ansible {ansible_reps})",
+                flush=True,
+            )
             # One untimed warm-up of each system (page cache, sshd, ~/.cache, pyc files).
             for system in systems:
                 _one(system, fx, playbook, 1, 1)
             for rnd in range(reps):
-                order = systems[rnd % len(systems):] + systems[: rnd % len(systems)]
+                order = systems[rnd % len(systems) :] + systems[: rnd % len(systems)]
                 for envs, steps in workloads:
                     for system in order:
                         if system == "ansible" and rnd >= ansible_reps:
@@ -422,16 +506,20 @@ def main() -> int:
                             flag += f"  LEFT {len(left)} file(s) on the target"
                             for name in left:
                                 (remote_tmp / name).unlink()
-                        print(f"round {rnd + 1} {envs:>3}x{steps:<2} {system:<8} run {fmt(sample.run)}  "
-                              f"process {fmt(sample.process)}{flag}", flush=True)
+                        print(
+                            f"round {rnd + 1} {envs:>3}x{steps:<2} {system:<8} run {fmt(sample.run)}  "
+                            f"process {fmt(sample.process)}{flag}",
+                            flush=True,
+                        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text, data = summarize(samples, workloads, systems)
     print()
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "summary": data,
-                                         "samples": [s.__dict__ for s in samples]}, indent=1))
+        args.json.write_text(
+            json.dumps({"machine": info, "summary": data, "samples": [s.__dict__ for s in samples]}, indent=1)
+        )
     return 0 if all(s.ok for s in samples) else 1
 
 

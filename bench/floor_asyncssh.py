@@ -6,10 +6,10 @@ else: no trio, no bridge, no audit log, no hash check, no process-group bookkeep
 
     listen   an asyncio server on 127.0.0.1, ephemeral port, per step
     copy     the module binary over SFTP (one SFTP session per connection) to a random path
-    exec     one exec channel: "PATH; rm -f PATH" with the step config (chaosrun.wire.step_config)
+    exec     one exec channel: "PATH; rm -f PATH" with the step config (chaosrun.run.wire.step_config)
              on stdin, then EOF
     collect  speak the callback protocol (server hello, read hello/log/result frames with
-             chaosrun.wire.open_frame, send the sealed ack), close the listener
+             chaosrun.run.wire.open_frame, send the sealed ack), close the listener
     delete   the ``rm -f`` above (the binary also unlinks itself when it starts); wait for
              the channel's exit status
 
@@ -40,7 +40,7 @@ from pathlib import Path
 import asyncssh
 
 # Only the protocol helpers: nothing here runs trio.
-from chaosrun.wire import C2M, CHALLENGE_SIZE, M2C, MAGIC, StepSecret, open_frame, seal, step_config
+from chaosrun.run.wire import C2M, CHALLENGE_SIZE, M2C, MAGIC, StepSecret, open_frame, seal, step_config
 
 ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 RUN_ID = "floor-run"
@@ -51,8 +51,9 @@ def random_name() -> str:
     return "tmp." + "".join(secrets.choice(alphabet) for _ in range(10))
 
 
-async def serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: bytes,
-                    done: asyncio.Future[dict]) -> None:
+async def serve_one(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: bytes, done: asyncio.Future[dict]
+) -> None:
     """The monitor's side of one callback: server hello, frames until the result, ack."""
     try:
         challenge = secrets.token_bytes(CHALLENGE_SIZE)
@@ -75,19 +76,33 @@ async def serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
         writer.close()
 
 
-async def one_step(conn: asyncssh.SSHClientConnection, sftp: asyncssh.SFTPClient, data: bytes,
-                   tmp_dir: str, step: int, max_requests: int = -1) -> bool:
+async def one_step(
+    conn: asyncssh.SSHClientConnection,
+    sftp: asyncssh.SFTPClient,
+    data: bytes,
+    tmp_dir: str,
+    step: int,
+    max_requests: int = -1,
+) -> bool:
     secret = StepSecret.new()
     done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
     server = await asyncio.start_server(lambda r, w: serve_one(r, w, secret.key, done), "127.0.0.1", 0)
     try:
         port = server.sockets[0].getsockname()[1]
         path = f"{tmp_dir}/{random_name()}"
-        async with sftp.open(path, "wb", asyncssh.SFTPAttrs(permissions=0o700), encoding=None,
-                             max_requests=max_requests) as f:
+        async with sftp.open(
+            path, "wb", asyncssh.SFTPAttrs(permissions=0o700), encoding=None, max_requests=max_requests
+        ) as f:
             await f.write(data, 0)
-        config = step_config(monitor=f"127.0.0.1:{port}", secret=secret, run_id=RUN_ID, step_id=f"s{step}",
-                             module="file_exists", params={"path": "/tmp"}, timeout=60)
+        config = step_config(
+            monitor=f"127.0.0.1:{port}",
+            secret=secret,
+            run_id=RUN_ID,
+            step_id=f"s{step}",
+            module="file_exists",
+            params={"path": "/tmp"},
+            timeout=60,
+        )
         q = shlex.quote(path)
         process = await conn.create_process(f"{q}; rm -f {q}", input=config, encoding=None)
         result = await asyncio.wait_for(done, 30)
@@ -98,10 +113,20 @@ async def one_step(conn: asyncssh.SSHClientConnection, sftp: asyncssh.SFTPClient
 
 
 async def one_env(args: argparse.Namespace, data: bytes) -> bool:
-    async with asyncssh.connect(
-        args.host, args.port, username=args.user, client_keys=[args.identity], known_hosts=args.known_hosts,
-        config=None, agent_path=None, preferred_auth="publickey", encryption_algs=ENCRYPTION_ALGS,
-    ) as conn, conn.start_sftp_client() as sftp:
+    async with (
+        asyncssh.connect(
+            args.host,
+            args.port,
+            username=args.user,
+            client_keys=[args.identity],
+            known_hosts=args.known_hosts,
+            config=None,
+            agent_path=None,
+            preferred_auth="publickey",
+            encryption_algs=ENCRYPTION_ALGS,
+        ) as conn,
+        conn.start_sftp_client() as sftp,
+    ):
         ok = True
         for step in range(1, args.steps + 1):
             ok = await one_step(conn, sftp, data, args.tmp_dir, step, args.max_requests) and ok
@@ -135,8 +160,12 @@ def main() -> None:
     p.add_argument("--tmp-dir", default="/tmp")
     p.add_argument("--envs", type=int, default=1)
     p.add_argument("--steps", type=int, default=1)
-    p.add_argument("--max-requests", type=int, default=-1,
-                   help="SFTP write requests in flight per upload (default: asyncssh's, up to 128; chaosrun uses 4)")
+    p.add_argument(
+        "--max-requests",
+        type=int,
+        default=-1,
+        help="SFTP write requests in flight per upload (default: asyncssh's, up to 128; chaosrun uses 4)",
+    )
     args = p.parse_args()
     out = asyncio.run(main_async(args))
     out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

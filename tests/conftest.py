@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from chaosrun.localenv import LocalSshd, LocalSshdError, local_sshd
+from chaosrun.testing import LocalSshd, LocalSshdError, local_sshd
 
 if TYPE_CHECKING:
     # Imported lazily below, so that tests that never touch SSH do not import asyncssh.

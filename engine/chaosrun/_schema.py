@@ -156,11 +156,26 @@ def schema_errors(
 # jsonschema runs as before and finds (and words) the errors.
 
 _ANY = object()  # a value computed at run time (``skip``): valid wherever it stands
-_IGNORED = frozenset({
-    "$schema", "$id", "$defs", "title", "description", "default", "x-message", "x-kind", "x-rank", "x-result",
-})
+_IGNORED = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$defs",
+        "title",
+        "description",
+        "default",
+        "x-message",
+        "x-kind",
+        "x-rank",
+        "x-result",
+    }
+)
 _JSON_TYPES: dict[str, Any] = {
-    "object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
 }
 
 
@@ -266,9 +281,7 @@ def _translate(
                 continue
             span = parent.key_spans.get(key, at) if parent else at
             close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else (
-                f"allowed: {', '.join(known)}" if known else None
-            )
+            hint = f"did you mean {close[0]!r}?" if close else (f"allowed: {', '.join(known)}" if known else None)
             out.append(ScenarioError(f"{where + ': ' if where else ''}unknown key {key!r}", span, hint))
         return out
     schema_path = list(err.absolute_schema_path)
@@ -297,8 +310,13 @@ def _translate(
     if kind == "pattern":
         return [ScenarioError(f"{prefix_text}{describe(instance)} does not match {err.validator_value}", at)]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        word = "at least" if kind == "minimum" else "at most" if kind == "maximum" else (
-            "more than" if kind == "exclusiveMinimum" else "less than")
+        word = (
+            "at least"
+            if kind == "minimum"
+            else "at most"
+            if kind == "maximum"
+            else ("more than" if kind == "exclusiveMinimum" else "less than")
+        )
         return [ScenarioError(f"{prefix_text}must be {word} {err.validator_value}, got {instance}", at)]
     if kind in ("minItems", "minProperties"):
         return [ScenarioError(f"{prefix_text}must not be empty", at)]

@@ -29,10 +29,6 @@ class Span:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
 
-    def shifted(self, line_offset: int, col: int) -> Span:
-        """A position inside this node: ``line_offset`` lines down, at column ``col``."""
-        return Span(self.file, self.line + line_offset, col)
-
 
 class ScenarioError(ChaosrunError):
     """A problem in a scenario or inventory file, at a known position.

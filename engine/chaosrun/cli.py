@@ -1,7 +1,12 @@
 """Command line: ``chaosrun lint|plan|run|verify|modules|audit|demo``.
 
-Exit codes: 0 success, 1 the scenario or the run failed, 2 usage errors (and commands a
-build of chaosrun does not have).
+Exit codes (``chaosrun.errors``): 0 success; 1 the scenario, the run or the check failed;
+2 a bad command line; 130 interrupted. Every error chaosrun raises on purpose derives from
+``ChaosrunError``, and ``main`` catches that one class: one line on stderr (one per
+position for scenario errors), the exit code its class says.
+
+Lint and plan never import the runtime (trio, asyncssh): ``run``, ``verify``, ``audit``
+and ``demo`` import it inside their functions.
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import os
-import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,15 +24,15 @@ import yaml
 
 from . import __version__
 from ._source import ScenarioError, ScenarioErrors, load_yaml
-from .errors import ChaosrunError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ChaosrunError
 from .inventory import Inventory, load_inventory, parse_inventory
 from .lint import check_scenario_text, lint_scenario, load_scenario
 from .modules import ModuleDecl, catalogue
 from .parse import read_source
 from .plan import build_plan, format_plan, plan_as_json
 from .scenario import Scenario, Section
+from .session import new_seed, run_section
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 COMMANDS = ("run", "verify", "lint", "plan", "modules", "audit", "demo")
 
 
@@ -144,11 +148,9 @@ def raise_fd_limit(wanted: int = 65536) -> int:
 
 
 def _run(args: argparse.Namespace, section: Section) -> int:
-    import trio
     from rich.console import Console
 
-    from .run.progress import LiveReporter, PlainReporter, print_summary
-    from .run.runner import RunOptions, run_plan
+    from .run.runner import RunOptions
 
     scenario, inventory = _load(args)
     seed = args.seed if args.seed is not None else new_seed()
@@ -160,34 +162,19 @@ def _run(args: argparse.Namespace, section: Section) -> int:
             f"{len(plan.environments)} environments at --parallel {args.parallel}",
             file=sys.stderr,
         )
-    fmt = getattr(args, "format", "text")
-    live = sys.stderr.isatty() and fmt == "text" and not args.plain
-    reporter: Any = LiveReporter() if live else PlainReporter()
     options = RunOptions(
         audit_dir=Path(args.audit),
         section=section,
         parallel=args.parallel,
-        reporter=reporter,
         key_path=Path(args.key) if args.key else None,
     )
-    from .run.audit import AuditError
-    from .run.runner import RunError
-    from .run.signing import MonitorKeyError
-
-    try:
-        report = trio.run(run_plan, plan, options)
-    except (AuditError, MonitorKeyError, RunError) as exc:
-        print(f"chaosrun: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        if live:
-            reporter.stop()
-    if fmt == "json":
+    as_json = getattr(args, "format", "text") == "json"
+    console = None if as_json else Console(highlight=False)
+    report = run_section(plan, options, plain=args.plain or as_json, console=console)
+    if as_json:
         print(json.dumps(report_as_json(report), indent=2))
-    else:
-        print_summary(report, Console(highlight=False))
     if report.interrupted:
-        return 130
+        return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -235,25 +222,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .run.audit import verify_file
-    from .run.signing import MonitorKeyError, default_key_path, load_public
+    from .auditcheck import verify_audit_log
+    from .run.signing import MonitorKeyError
 
-    key_path = Path(args.key) if args.key else default_key_path()
-    trusted = None
-    if args.key or key_path.exists() or key_path.with_name(key_path.name + ".pub").exists():
-        pub = key_path.with_name(key_path.name + ".pub")
-        try:
-            trusted = load_public(pub if pub.exists() else key_path)
-        except (OSError, MonitorKeyError) as exc:
-            print(f"chaosrun: cannot read the trusted key: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    verdict = verify_file(Path(args.file), trusted)
+    try:
+        verdict = verify_audit_log(Path(args.file), Path(args.key) if args.key else None)
+    except MonitorKeyError as exc:  # the key to trust is part of the command line
+        raise UsageError(f"cannot read the trusted key: {exc}") from None
     print(verdict.message)
     return EXIT_OK if verdict.ok else EXIT_FAILED
-
-
-def new_seed() -> int:
-    return secrets.randbelow(2**31)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -299,8 +276,7 @@ def cmd_modules(args: argparse.Namespace) -> int:
     if args.name:
         decl = cat.get(args.name)
         if decl is None:
-            print(f"chaosrun: unknown module {args.name!r}; `chaosrun modules` lists them", file=sys.stderr)
-            return EXIT_USAGE
+            raise UsageError(f"unknown module {args.name!r}; `chaosrun modules` lists them")
         if args.format == "json":
             print(json.dumps(dict(decl.schema), indent=2))
         else:
@@ -408,16 +384,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except ScenarioErrors as exc:
-        _print_errors(exc.errors)
-        return EXIT_FAILED
-    except UsageError as exc:
-        print(f"chaosrun: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except ChaosrunError as exc:
+        _print_error(exc)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("chaosrun: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return code
+
+
+def _print_error(exc: ChaosrunError) -> None:
+    """One line on stderr, ``chaosrun: <message>``; scenario errors as lint prints them."""
+    if isinstance(exc, ScenarioErrors):
+        _print_errors(exc.errors)
+    elif isinstance(exc, ScenarioError):
+        _print_errors([exc])
+    else:
+        print(f"chaosrun: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,12 @@ a scripted candidate repairs it, ``verify`` grades it again (full points), and e
 log is checked. Everything but the audit logs lives in the temp folder and is removed at
 the end, also on Ctrl-C and on errors; ``--keep`` leaves the folder for a look around.
 
-Exit status: 0 when the run went ok and the final verify scored full points; 1 otherwise;
+Exit status: 0 when the run went ok and the final verify scored full points; 1 otherwise,
+and for any error chaosrun raises (``ChaosrunError``: its message is printed, no traceback);
 130 when interrupted.
+
+The local SSH servers come from the test support, :mod:`chaosrun.testing`: the demo is a
+user of it, like the test suite.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import io
 import json
 import os
 import re
@@ -28,31 +31,27 @@ import textwrap
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
-import trio
 from rich.console import Console
 from rich.text import Text
 
 from ._resources import data_dir
-from .cli import main as cli_main
-from .cli import new_seed
+from .auditcheck import verify_audit_log
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ChaosrunError
 from .inventory import Inventory, load_inventory
 from .lint import load_scenario
-from .localenv import LocalSshd, LocalSshdError, local_sshd
-from .localserver import local_asyncssh_server
 from .plan import build_plan
-from .run.audit import AuditError
-from .run.progress import LiveReporter, PlainReporter, print_summary
-from .run.runner import RunOptions, run_plan
-from .run.signing import MonitorKeyError, key_id, load_public, public_b64
+from .run.runner import RunOptions
+from .run.signing import key_id, load_public, public_b64
 from .scenario import Scenario, Section
+from .session import new_seed, run_section
+from .testing import LocalSshd, LocalSshdError, local_asyncssh_server, local_sshd
 
 __all__ = ["DEMO_ENV", "Fix", "find_fixes", "run_demo", "sandbox_tree"]
 
 SSHD = Path("/usr/sbin/sshd")
 DEMO_ENV = "cand-001"  # the one environment of the demo's inventory
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 #: The candidate's machine in miniature: path (relative to the sandbox) -> (mode, text).
 _TREE: dict[str, tuple[int, str]] = {
@@ -124,9 +123,9 @@ def run_demo(args: argparse.Namespace) -> int:
     with _sigterm_as_interrupt():
         try:
             return demo.main()
-        except _DemoError as exc:
+        except ChaosrunError as exc:
             console.print(Text(f"chaosrun demo: {exc}", style="red"))
-            return EXIT_FAILED
+            return exc.exit_code
         except KeyboardInterrupt:
             console.print(Text("\nchaosrun demo: interrupted", style="yellow"))
             return EXIT_INTERRUPTED
@@ -173,7 +172,6 @@ class _Demo:
         self.console = console
         self.audit_dir = Path(args.audit).absolute()
         self.key_path: Path | None = None  # the demo's throwaway monitor key, in the temp folder
-        self.live = sys.stderr.isatty() and not args.plain
         self.steps = 0
 
     # narration
@@ -313,19 +311,8 @@ class _Demo:
 
     def _run(self, scenario: Scenario, inventory: Inventory, section: Section) -> _Score:
         plan = build_plan(scenario, seed=new_seed(), inventory=inventory)
-        reporter: Any = LiveReporter() if self.live else PlainReporter(sys.stdout)
-        options = RunOptions(
-            audit_dir=self.audit_dir, section=section, parallel=1, reporter=reporter, key_path=self.key_path
-        )
-        try:
-            report = trio.run(run_plan, plan, options)
-        except (AuditError, MonitorKeyError) as exc:
-            raise _DemoError(str(exc)) from None
-        finally:
-            if self.live:
-                reporter.stop()
-        sys.stdout.flush()
-        print_summary(report, self.console)
+        options = RunOptions(audit_dir=self.audit_dir, section=section, parallel=1, key_path=self.key_path)
+        report = run_section(plan, options, plain=self.args.plain, log=sys.stdout, console=self.console)
         points = sum(e.points for e in report.environments)
         max_points = sum(e.max_points for e in report.environments)
         return _Score(report.ok, points, max_points, report.audit_path, report.interrupted)
@@ -358,38 +345,18 @@ class _Demo:
         return kept
 
     def _check_audit(self, path: Path | None, public: Path | None) -> bool:
-        """Run ``chaosrun audit verify --key PUBLIC PATH`` on one log; True if it holds."""
+        """What ``chaosrun audit verify --key PUBLIC PATH`` does, on one log; True if it holds."""
         if path is None:
             self.say("  (no audit log)", "red")
             return False
         argv = ["audit", "verify", *(["--key", str(public)] if public else []), str(path)]
         self.say(f"  $ chaosrun {' '.join(argv)}", "cyan")
-        sys.stdout.flush()
-        with contextlib.redirect_stdout(_Indented(sys.stdout)):
-            code = cli_main(argv)
-        return code == 0
+        verdict = verify_audit_log(path, public)
+        self.say(f"  {verdict.message}", None if verdict.ok else "red")
+        return verdict.ok
 
 
-class _Indented(io.TextIOBase):
-    """A text stream that indents every line written to it, for output of a nested command."""
-
-    def __init__(self, target: TextIO) -> None:
-        self._target = target
-        self._at_start = True
-
-    def write(self, text: str) -> int:
-        for piece in text.splitlines(keepends=True):
-            if self._at_start:
-                self._target.write("  ")
-            self._target.write(piece)
-            self._at_start = piece.endswith("\n")
-        return len(text)
-
-    def flush(self) -> None:
-        self._target.flush()
-
-
-class _DemoError(Exception):
+class _DemoError(ChaosrunError):
     """The demo cannot go on; the message says why."""
 
 

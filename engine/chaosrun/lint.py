@@ -8,13 +8,13 @@ step surely ran before), target roles, modules and their declared parameters.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from . import _schema
 from ._source import ScenarioError, ScenarioErrors, Span, gc_paused
-from .expr import EvalError, Expr, NameRef, Template, has_interpolation
+from .expr import EvalError, Expr, NameRef, Template, has_interpolation, iter_leaves, iter_templates, render_static
 from .modules import ModuleDecl, ModuleKind, catalogue
 from .parse import parse_scenario, read_source
 from .scenario import Scenario, Section, Step, StepKind
@@ -28,18 +28,6 @@ ENV_FIELDS = ("name",)
 def _hint(word: str, choices: Any) -> str | None:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"did you mean {close[0]!r}?" if close else None
-
-
-def iter_templates(value: Any) -> Iterator[Template]:
-    """Every Template inside a ``with`` value."""
-    if isinstance(value, Template):
-        yield value
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from iter_templates(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from iter_templates(item)
 
 
 class _Graph:
@@ -216,9 +204,8 @@ class _Linter:
         if decl is not None:
             self._params(step, decl)
         # names used by this step's expressions
-        for expr in (step.when,):
-            if expr is not None:
-                self._names(expr.names(), step, graph, top, in_expect=False)
+        if step.when is not None:
+            self._names(step.when.names(), step, graph, top, in_expect=False)
         if step.expect is not None:
             # on a non-probe, expect is reported as such; its result fields are not checked too
             probe_decl = decl if step.kind is StepKind.PROBE else None
@@ -352,7 +339,7 @@ class _Linter:
                         ScenarioError("'result' is only defined in expect (use steps.ID.result elsewhere)", ref.span)
                     )
                 elif decl is not None and isinstance(field, str):
-                    self._result_field(decl, field, ref.span, f"result.{field}")
+                    self._result_field(decl, field, ref.span)
             elif root == "steps":
                 self._step_ref(path, ref.span, step, graph, top, section_steps)
 
@@ -443,7 +430,7 @@ class _Linter:
                             )
                         )
 
-    def _result_field(self, decl: ModuleDecl, field: str, span: Span, shown: str) -> None:
+    def _result_field(self, decl: ModuleDecl, field: str, span: Span) -> None:
         fields = {f.name for f in decl.results}
         if fields and field not in fields:
             self.errors.append(ScenarioError(f"{decl.name} has no result field {field!r}", span, _hint(field, fields)))
@@ -451,28 +438,7 @@ class _Linter:
 
 def _has_broken_template(value: Any) -> bool:
     """A string that still holds ``${`` after parse: its template did not compile (reported)."""
-    if isinstance(value, str):
-        return has_interpolation(value)
-    if isinstance(value, Mapping):
-        return any(_has_broken_template(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_broken_template(v) for v in value)
-    return False
-
-
-def render_static(value: Any, scope: Mapping[str, Any]) -> Any:
-    """Render every Template inside ``value`` with ``scope``.
-
-    Raises:
-        EvalError: a template needs a name ``scope`` lacks or mixes types badly.
-    """
-    if isinstance(value, Template):
-        return value.render(scope)
-    if isinstance(value, Mapping):
-        return {k: render_static(v, scope) for k, v in value.items()}
-    if isinstance(value, list):
-        return [render_static(v, scope) for v in value]
-    return value
+    return any(isinstance(leaf, str) and has_interpolation(leaf) for leaf in iter_leaves(value))
 
 
 def lint_scenario(scenario: Scenario, modules: Mapping[str, ModuleDecl] | None = None) -> list[ScenarioError]:
@@ -502,4 +468,4 @@ def load_scenario(path: str | Path) -> Scenario:
     return scenario
 
 
-__all__ = ["Expr", "check_scenario_text", "lint_scenario", "load_scenario", "render_static"]
+__all__ = ["Expr", "check_scenario_text", "lint_scenario", "load_scenario"]

@@ -60,11 +60,11 @@ class ModuleDecl:
 
     @property
     def validator(self) -> jsonschema.Draft202012Validator:
-        return _validator(self.name, self.path)
+        return _validator(self.path)
 
 
 @cache
-def _validator(name: str, path: Path) -> jsonschema.Draft202012Validator:
+def _validator(path: Path) -> jsonschema.Draft202012Validator:
     return _schema.compile_validator(_read(path))
 
 

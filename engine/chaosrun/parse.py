@@ -58,7 +58,7 @@ class _Collector:
     def __init__(self) -> None:
         self.errors: list[ScenarioError] = []
 
-    def expr(self, node: Node | None, *, what: str) -> Expr | None:
+    def expr(self, node: Node | None) -> Expr | None:
         if node is None:
             return None
         value = node.value
@@ -96,14 +96,12 @@ class _Collector:
 
 def _opt(node: Node, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
     child = node.at(key)
-    if child is None or not isinstance(child.value, kind) or (
-        kind is int and isinstance(child.value, bool)
-    ):
+    if child is None or not isinstance(child.value, kind) or (kind is int and isinstance(child.value, bool)):
         return default
     return child.value
 
 
-def _targets(root: Node, base: TargetSpec | None = None) -> dict[str, TargetSpec]:
+def _targets(root: Node) -> dict[str, TargetSpec]:
     out: dict[str, TargetSpec] = {}
     targets = root.at("targets")
     if targets is None or not isinstance(targets.value, dict):
@@ -209,8 +207,8 @@ def _step(node: Node, section: Section, c: _Collector, group: str | None = None)
         params_node=params_node,
         needs=needs,
         needs_spans=needs_spans,
-        when=c.expr(node.at("when"), what="when"),
-        expect=c.expr(node.at("expect"), what="expect"),
+        when=c.expr(node.at("when")),
+        expect=c.expr(node.at("expect")),
         timeout=c.duration(node.at("timeout"), DEFAULT_TIMEOUT),
         retries=_opt(node, "retries", int, 0),
         points=float(_opt(node, "points", (int, float), 0.0)),

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._source import ScenarioError, ScenarioErrors, Span
-from .expr import And, EvalError, Expr, Template
+from .expr import And, EvalError, Expr, Template, map_templates
 from .inventory import Inventory, absolute
-from .lint import iter_templates
 from .scenario import (
-    MonitorSettings,
     Scenario,
     Section,
     Step,
@@ -53,10 +51,6 @@ class PlannedStep:
     level: int  # 1 + the longest chain of `after` above it: steps of one level may run together
     skipped_options: tuple[str, ...] = ()  # one_of: the options not picked
 
-    @property
-    def is_dynamic(self) -> bool:
-        return any(True for _ in iter_templates(self.params))
-
 
 @dataclass(frozen=True)
 class EnvPlan:
@@ -70,7 +64,6 @@ class EnvPlan:
 class Plan:
     scenario: Scenario
     seed: int
-    monitor: MonitorSettings
     environments: tuple[EnvPlan, ...]
     picks: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # env -> group -> option
 
@@ -229,21 +222,20 @@ def _both(group: Expr | None, option: Expr | None) -> Expr | None:
 _STATIC_ROOTS = frozenset({"vars", "env", "target"})
 
 
-def _resolve(value: Any, scope: Mapping[str, Any]) -> Any:
+def _resolve(params: Mapping[str, Any], scope: Mapping[str, Any]) -> dict[str, Any]:
     """Render templates that only read static names; keep the others for run time."""
-    if isinstance(value, Template):
-        if all(ref.path[:1] and ref.path[0] in _STATIC_ROOTS for ref in value.names()):
-            try:
-                return value.render(scope)
-            except EvalError as exc:
-                refs = value.names()
-                raise ScenarioErrors([ScenarioError(str(exc), refs[0].span if refs else Span("?", 1, 1))]) from None
-        return value
-    if isinstance(value, Mapping):
-        return {k: _resolve(v, scope) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve(v, scope) for v in value]
-    return value
+
+    def resolve(template: Template) -> Any:
+        refs = template.names()
+        if not all(ref.path[:1] and ref.path[0] in _STATIC_ROOTS for ref in refs):
+            return template
+        try:
+            return template.render(scope)
+        except EvalError as exc:
+            raise ScenarioErrors([ScenarioError(str(exc), refs[0].span if refs else Span("?", 1, 1))]) from None
+
+    resolved: dict[str, Any] = map_templates(params, resolve)
+    return resolved
 
 
 def build_plan(scenario: Scenario, *, seed: int, inventory: Inventory | None = None) -> Plan:
@@ -267,7 +259,7 @@ def build_plan(scenario: Scenario, *, seed: int, inventory: Inventory | None = N
         verify = _plan_section(scenario, scenario.verify, name, targets, seed, picks)
         envs.append(EnvPlan(name, targets, steps, verify))
         all_picks[name] = picks
-    return Plan(scenario, seed, scenario.monitor, tuple(envs), all_picks)
+    return Plan(scenario, seed, tuple(envs), all_picks)
 
 
 # --- presentation -------------------------------------------------------------------
@@ -318,12 +310,13 @@ def _step_line(step: PlannedStep) -> str:
 
 def format_plan(plan: Plan) -> str:
     """The plan as readable text (what ``chaosrun plan`` prints)."""
+    monitor = plan.scenario.monitor
     s = plan.scenario
     lines = [
         f"plan for {s.name} ({s.file}, sha256 {s.sha256[:12]}), seed {plan.seed}",
-        f"monitor: listen on {plan.monitor.bind}, dial {plan.monitor.dial_address}, "
-        f"ports {plan.monitor.ports[0]}-{plan.monitor.ports[1]}, callback timeout "
-        f"{format_duration(plan.monitor.callback_timeout)}",
+        f"monitor: listen on {monitor.bind}, dial {monitor.dial_address}, "
+        f"ports {monitor.ports[0]}-{monitor.ports[1]}, callback timeout "
+        f"{format_duration(monitor.callback_timeout)}",
     ]
     for env in plan.environments:
         lines.append("")
@@ -347,16 +340,6 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, Template):
-        return {"template": value.source}
-    if isinstance(value, Mapping):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    return value
-
-
 def _json_step(step: PlannedStep) -> dict[str, Any]:
     return {
         "id": step.id,
@@ -366,7 +349,7 @@ def _json_step(step: PlannedStep) -> dict[str, Any]:
         "module": step.module,
         "target": step.target.role if step.target else None,
         "host": f"{step.target.host}:{step.target.port}" if step.target else None,
-        "params": _json_value(step.params),
+        "params": map_templates(step.params, lambda template: {"template": template.source}),
         "after": list(step.after),
         "explicit_needs": step.explicit_needs,
         "level": step.level,
@@ -382,15 +365,16 @@ def _json_step(step: PlannedStep) -> dict[str, Any]:
 
 def plan_as_json(plan: Plan) -> dict[str, Any]:
     """The plan as JSON-ready data (``chaosrun plan --format json``, the audit log)."""
+    monitor = plan.scenario.monitor
     return {
         "scenario": {"name": plan.scenario.name, "file": plan.scenario.file, "sha256": plan.scenario.sha256},
         "seed": plan.seed,
         "monitor": {
-            "bind": plan.monitor.bind,
-            "advertise": plan.monitor.advertise,
-            "ports": list(plan.monitor.ports),
-            "callback_timeout": plan.monitor.callback_timeout,
-            "callback": plan.monitor.callback,
+            "bind": monitor.bind,
+            "advertise": monitor.advertise,
+            "ports": list(monitor.ports),
+            "callback_timeout": monitor.callback_timeout,
+            "callback": monitor.callback,
         },
         "environments": [
             {

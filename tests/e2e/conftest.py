@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from e2e_support import Exam, listening_ports
 
-from chaosrun.localenv import LocalSshd
+from chaosrun.testing import LocalSshd
 
 
 @pytest.fixture

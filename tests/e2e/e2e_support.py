@@ -18,7 +18,7 @@ from typing import Any
 
 from chaosrun.cli import main
 from chaosrun.lint import load_scenario
-from chaosrun.localenv import LocalSshd
+from chaosrun.testing import LocalSshd
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaosrun.localenv import LocalSshd, local_sshd
+from chaosrun.testing import LocalSshd, local_sshd
 
 
 def ip(*args: str) -> None:

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 from e2e_support import Exam, RunResult, free_port
 
-from chaosrun.run import runner
+from chaosrun.run import deploy
 from chaosrun.run.audit import verify_file
-from chaosrun.wire import MAGIC, seal
+from chaosrun.run.wire import MAGIC, seal
 
 SLOW = "{command: 'sleep 1.5; echo done', timeout_ms: 20000}"
 
@@ -355,14 +355,14 @@ def test_nothing_secret_is_visible_in_proc_and_no_binary_is_on_disk_while_a_step
     exam: Exam, monkeypatch: pytest.MonkeyPatch, callback_mode: str
 ) -> None:
     configs: list[dict[str, Any]] = []
-    real_config = runner.step_config
+    real_config = deploy.step_config
 
     def recording(**kw: Any) -> bytes:
         line = real_config(**kw)
         configs.append(json.loads(line))
         return line
 
-    monkeypatch.setattr(runner, "step_config", recording)
+    monkeypatch.setattr(deploy, "step_config", recording)
     marker = "needle" + os.urandom(4).hex()
     fifo = exam.sandbox / f"pipe-{marker}"
     os.mkfifo(fifo)

@@ -324,7 +324,9 @@ async def test_parallel_one_runs_environments_one_after_the_other(room: Room) ->
         room.scenario("steps:\n  - {id: s, target: web, probe: command, with: {command: 'true'}}\n"), "s.yaml"
     )
     assert scenario is not None
-    inventory, _ = parse_inventory(json.dumps({"environments": {e: {"web": {"host": "127.0.0.1"}} for e in "ab"}}), "inventory.yml")
+    inventory, _ = parse_inventory(
+        json.dumps({"environments": {e: {"web": {"host": "127.0.0.1"}} for e in "ab"}}), "inventory.yml"
+    )
     plan = build_plan(scenario, seed=1, inventory=inventory)
     options = RunOptions(audit_dir=room.audit_dir, connector=LocalConnector(), key_path=room.key, parallel=1)
     report = await run_plan(plan, options)

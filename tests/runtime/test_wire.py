@@ -14,8 +14,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chaosrun.testing import send_callback
-from chaosrun.wire import (
+from chaosrun.run.wire import (
     C2M,
     CHALLENGE_SIZE,
     M2C,
@@ -31,6 +30,7 @@ from chaosrun.wire import (
     seal_plaintext,
     step_config,
 )
+from chaosrun.testing import send_callback
 
 RUN = "run-1"
 STEP = "step-a"

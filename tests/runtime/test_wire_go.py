@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from chaosrun._resources import data_dir
 from chaosrun.build import Binary, Builder
-from chaosrun.wire import (
+from chaosrun.run.wire import (
     C2M,
     Callback,
     CallbackRejected,

@@ -1,4 +1,4 @@
-"""The expression language (engine/chaosrun/expr.py, grammar/expr.lark), table-driven."""
+"""The expression language (engine/chaosrun/expr/, grammar/expr.lark), table-driven."""
 
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def test_absolute_expands_the_home_folder_and_keeps_absolute_paths() -> None:
         ),
         (
             "environments:\n  e: { web: { host: h, port: '22' } }\n",
-            ["/exam/inv.yaml:2:30: environments.e.web.port: expected integer, got string \"22\""],
+            ['/exam/inv.yaml:2:30: environments.e.web.port: expected integer, got string "22"'],
         ),
         (
             "environments:\n  e: { web: { host: h, port: 70000 } }\n",

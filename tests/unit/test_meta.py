@@ -22,15 +22,27 @@ FOLDERS = sorted(p for p in MODULES.iterdir() if p.is_dir())
 IDS = [p.name for p in FOLDERS]
 
 TOP_KEYS = {
-    "$schema", "title", "description", "x-kind", "x-rank", "type", "properties", "required",
-    "additionalProperties", "x-result",
+    "$schema",
+    "title",
+    "description",
+    "x-kind",
+    "x-rank",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "x-result",
 }
 PARAM_KEYS = {"type", "enum", "minimum", "maximum", "pattern", "default", "description", "items"}
 ITEM_KEYS = PARAM_KEYS - {"default", "description", "items"}
 RESULT_KEYS = {"type", "description", "items"}
 TYPES = {"string", "integer", "number", "boolean", "array"}
 PY_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,), "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
 }
 
 
@@ -47,8 +59,21 @@ def _is(value: Any, kind: str) -> bool:
 
 def test_the_documented_subset_is_what_this_test_enforces() -> None:
     doc = (ROOT / "docs" / "module-authoring.md").read_text(encoding="utf-8")
-    for word in ("`type`", "`enum`", "`minimum`", "`maximum`", "`pattern`", "`default`", "`description`",
-                 "items.type", "`required`", '"additionalProperties": false', "x-kind", "x-rank", "x-result"):
+    for word in (
+        "`type`",
+        "`enum`",
+        "`minimum`",
+        "`maximum`",
+        "`pattern`",
+        "`default`",
+        "`description`",
+        "items.type",
+        "`required`",
+        '"additionalProperties": false',
+        "x-kind",
+        "x-rank",
+        "x-result",
+    ):
         assert word in doc, word
 
 

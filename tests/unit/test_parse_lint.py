@@ -175,7 +175,12 @@ def test_step_defaults_and_durations_are_parsed() -> None:
     )
     a, b = s.steps
     assert (a.kind, a.section, a.needs, a.timeout, a.retries, a.points) == (
-        StepKind.CHAOS, Section.STEPS, None, 60.0, 0, 0.0,
+        StepKind.CHAOS,
+        Section.STEPS,
+        None,
+        60.0,
+        0,
+        0.0,
     )
     assert (b.kind, b.wait, b.timeout, b.retries) == (StepKind.WAIT, 0.5, 120.0, 3)
     assert (s.verify[0].kind, s.verify[0].section, s.verify[0].points) == (StepKind.PROBE, Section.VERIFY, 2.5)
@@ -242,25 +247,31 @@ def test_a_partial_scenario_comes_back_with_every_parse_error() -> None:
 
 
 def test_a_step_without_needs_may_read_the_step_above_it() -> None:
-    assert lint(
-        """\
+    assert (
+        lint(
+            """\
         steps:
           - { id: a, chaos: kill_process, with: { name: x } }
           - { id: b, chaos: kill_process, with: { name: y }, when: steps.a.ok }
         """
-    ) == []
+        )
+        == []
+    )
 
 
 def test_a_step_without_needs_may_read_any_step_further_up_the_chain() -> None:
-    assert lint(
-        """\
+    assert (
+        lint(
+            """\
         steps:
           - { id: a, chaos: kill_process, with: { name: x } }
           - { id: b, wait: 1s }
           - { id: c, wait: 1s }
           - { id: d, chaos: kill_process, with: { name: "${steps.a.result.signal}" } }
         """
-    ) == []
+        )
+        == []
+    )
 
 
 def test_needs_empty_starts_at_once_so_the_step_above_is_not_before_it() -> None:
@@ -299,18 +310,22 @@ def test_references_are_allowed_only_to_ancestors_not_to_parallel_branches() -> 
 
 
 def test_needs_may_name_a_step_further_down_the_file() -> None:
-    assert lint(
-        """\
+    assert (
+        lint(
+            """\
         steps:
           - { id: late, wait: 1s, needs: [early], when: steps.early.ok }
           - { id: early, wait: 1s, needs: [] }
         """
-    ) == []
+        )
+        == []
+    )
 
 
 def test_needs_may_name_an_option_of_a_one_of_which_means_the_group() -> None:
-    assert lint(
-        """\
+    assert (
+        lint(
+            """\
         steps:
           - id: pick
             one_of:
@@ -318,7 +333,9 @@ def test_needs_may_name_an_option_of_a_one_of_which_means_the_group() -> None:
               - { id: y, chaos: kill_process, with: { name: b } }
           - { id: z, wait: 1s, needs: [x], when: steps.pick.ok or steps.y.ok }
         """
-    ) == []
+        )
+        == []
+    )
 
 
 def test_a_step_may_not_read_its_own_result_or_its_groups_other_option() -> None:
@@ -350,8 +367,9 @@ def test_a_needs_cycle_through_a_step_without_needs_is_found() -> None:
 
 
 def test_verify_is_its_own_run_and_reads_earlier_probes_of_verify() -> None:
-    assert lint(
-        """\
+    assert (
+        lint(
+            """\
         verify:
           - { id: up, probe: port_open, with: { port: 80 }, expect: result.open }
           - id: fast
@@ -360,7 +378,9 @@ def test_verify_is_its_own_run_and_reads_earlier_probes_of_verify() -> None:
             when: steps.up.ok and steps.up.result.latency_ms < 100
             expect: result.latency_ms < 50
         """
-    ) == []
+        )
+        == []
+    )
 
 
 def test_result_fields_of_a_one_of_are_checked_against_every_option() -> None:
@@ -382,13 +402,16 @@ def test_result_fields_of_a_one_of_are_checked_against_every_option() -> None:
 
 
 def test_a_whole_value_var_keeps_its_type_and_is_type_checked() -> None:
-    assert lint(
-        """\
+    assert (
+        lint(
+            """\
         vars: { fill_mb: 64 }
         steps:
           - { id: m, chaos: mem_stress, with: { size_mb: "${vars.fill_mb}" } }
         """
-    ) == []
+        )
+        == []
+    )
 
 
 def test_a_string_var_in_an_integer_parameter_is_an_error_at_the_value() -> None:
@@ -445,15 +468,18 @@ def test_an_unknown_var_is_reported_once() -> None:
 
 
 def test_parameters_that_read_target_env_or_steps_are_left_to_run_time() -> None:
-    assert lint(
-        """\
+    assert (
+        lint(
+            """\
         steps:
           - { id: a, chaos: kill_process, with: { name: x } }
           - id: o
             chaos: occupy_port
             with: { port: "${target.port}", process_name: "${env.name}", duration: "${steps.a.duration}" }
         """
-    ) == []
+        )
+        == []
+    )
 
 
 def test_a_required_parameter_still_counts_when_its_value_is_dynamic() -> None:
@@ -466,12 +492,15 @@ def test_a_required_parameter_still_counts_when_its_value_is_dynamic() -> None:
 
 
 def test_a_literal_dollar_brace_is_text_not_an_expression() -> None:
-    assert lint(
-        """\
+    assert (
+        lint(
+            """\
         steps:
           - { id: k, chaos: kill_process, with: { name: "$${vars.nothing}" } }
         """
-    ) == []
+        )
+        == []
+    )
 
 
 def test_parameters_nested_in_lists_are_checked_too() -> None:
@@ -549,13 +578,17 @@ def test_json_format_of_a_clean_file_is_ok_with_no_errors(tmp_path: Path) -> Non
 
 ROOT = Path(__file__).resolve().parents[2]
 _SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 70000), st.floats(-2, 2, allow_nan=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 70000),
+    st.floats(-2, 2, allow_nan=False),
     st.sampled_from(["", "x", "30s", "5", "KILL", "web", "Bad Name", "20000-60999", "/tmp", "1-2"]),
 )
 _VALUES = st.recursive(
     _SCALARS,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.sampled_from(["id", "wait", "x", "host"]), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["id", "wait", "x", "host"]), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 

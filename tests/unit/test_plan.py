@@ -14,7 +14,7 @@ import pytest
 
 from chaosrun import ScenarioErrors
 from chaosrun.cli import main
-from chaosrun.expr import Template
+from chaosrun.expr import Template, iter_templates
 from chaosrun.inventory import load_inventory
 from chaosrun.lint import load_scenario
 from chaosrun.plan import EnvPlan, Plan, PlannedStep, build_plan, format_plan, pick_option
@@ -171,7 +171,7 @@ def test_static_parameters_are_resolved_with_their_types(tmp_path: Path) -> None
     assert params["address"] == "10.1.1.1"
     assert params["process_name"] == "default/web:2222"
     assert _by_id(env)["first"].params == {"name": "nginx", "signal": "KILL"}
-    assert not _by_id(env)["first"].is_dynamic
+    assert not any(iter_templates(_by_id(env)["first"].params))
 
 
 def test_parameters_that_read_steps_stay_templates_for_run_time(tmp_path: Path) -> None:
@@ -180,7 +180,7 @@ def test_parameters_that_read_steps_stay_templates_for_run_time(tmp_path: Path) 
     template = step.params["duration"]
     assert isinstance(template, Template)
     assert template.source == "${steps.first.result.matched}"
-    assert step.is_dynamic
+    assert any(iter_templates(step.params))
 
 
 def test_each_environment_gets_its_own_target_and_env_values(tmp_path: Path) -> None:
@@ -197,8 +197,10 @@ def test_each_environment_gets_its_own_target_and_env_values(tmp_path: Path) -> 
         )
     )
     plan = build_plan(scenario, seed=1, inventory=inventory)
-    got = {e.name: (_by_id(e)["squat"].params["address"], _by_id(e)["squat"].params["process_name"])
-           for e in plan.environments}
+    got = {
+        e.name: (_by_id(e)["squat"].params["address"], _by_id(e)["squat"].params["process_name"])
+        for e in plan.environments
+    }
     assert got == {"cand-001": ("10.0.1.11", "cand-001/web:22"), "cand-002": ("10.0.2.11", "cand-002/web:2222")}
 
 

@@ -22,11 +22,11 @@ import trio
 
 from ..build import BuildError, goarch_for
 from ..plan import PlannedStep
-from ..wire import StepSecret, step_config
 from .connection import ExecResult, Forward, Process, TargetError
 from .context import EnvState
 from .listener import ListenerState, serve_listener
 from .model import StepFailed
+from .wire import StepSecret, step_config
 
 CLEANUP_TIMEOUT = 15.0
 EXIT_GRACE = 5.0  # after the result: how long the binary may take to exit

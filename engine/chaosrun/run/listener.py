@@ -15,9 +15,9 @@ from typing import Any
 
 import trio
 
-from ..wire import CallbackRejected, OneTimeToken, StepSecret, receive_callback
 from .context import RunContext
 from .model import StepFailed
+from .wire import CallbackRejected, OneTimeToken, StepSecret, receive_callback
 
 MAX_PENDING_CONNECTIONS = 64  # unauthenticated callback connections held at once per step
 

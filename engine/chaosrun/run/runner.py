@@ -23,8 +23,7 @@ from typing import Any
 import trio
 
 from ..build import Builder
-from ..expr import EvalError
-from ..lint import render_static  # TEMP until chaosrun.expr has it
+from ..expr import EvalError, render_static
 from ..plan import EnvPlan, Plan, PlannedStep, plan_as_json
 from ..scenario import Section, StepKind
 from .audit import AuditError, open_audit

@@ -79,7 +79,11 @@ def load_public(path: Path) -> Ed25519PublicKey:
     """A trusted public key: a ``.pub`` file (base64 raw key) or the private key file."""
     text = path.read_text().strip()
     if "PRIVATE KEY" in text:
-        key = serialization.load_pem_private_key(text.encode(), password=None)
+        try:
+            key = serialization.load_pem_private_key(text.encode(), password=None)
+        except (ValueError, TypeError) as exc:  # corrupt, or protected by a passphrase
+            reason = str(exc).split(". See ")[0]  # cryptography appends a link to its FAQ
+            raise MonitorKeyError(f"{path} holds no usable Ed25519 key: {reason}") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise MonitorKeyError(f"{path} is not an Ed25519 key")
         return key.public_key()

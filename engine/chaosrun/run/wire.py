@@ -1,4 +1,4 @@
-"""Collect stage, wire level: the monitor's side of the callback protocol (version 1).
+"""Run stage, wire level: the monitor's side of the callback protocol (version 1).
 
 A chaos binary dials the monitor's ephemeral port, proves its one-time token and streams
 its logs and result; this module checks every byte of that conversation. The protocol is
@@ -31,7 +31,7 @@ import json
 import os
 import secrets
 import zlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -39,7 +39,7 @@ import trio
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import ChaosrunError
+from ..errors import ChaosrunError
 
 __all__ = [
     "C2M",
@@ -61,7 +61,6 @@ __all__ = [
     "receive_callback",
     "seal",
     "seal_plaintext",
-    "send_callback",
     "step_config",
 ]
 
@@ -77,8 +76,6 @@ MAX_FRAME = 1 << 20
 MIN_BODY = NONCE_SIZE + TAG_SIZE
 MAX_BODY = MAX_FRAME + MIN_BODY
 HELLO_TIMEOUT = 5.0
-#: How long the Python client waits for the ack, like the Go kit.
-ACK_TIMEOUT = 5.0
 
 C2M = b"c2m"
 M2C = b"m2c"
@@ -359,13 +356,6 @@ class _FrameReader:
         del self._buffer[:size]
         return data
 
-    async def read_exactly(self, size: int, what: str) -> bytes:
-        if not await self._fill(size):
-            if not self._buffer:
-                _reject(f"connection closed before {what}")
-            _reject(f"truncated {what} ({len(self._buffer)} of {size} bytes)")
-        return self._take(size)
-
     async def read_frame(self, what: str) -> bytes:
         """The next frame's body (length prefix stripped).
 
@@ -517,59 +507,3 @@ def _check_result(result: dict[str, Any], step_id: str, seq: int) -> None:
         _reject(f"result for another step {_quote(result.get('step'))}")
     if not isinstance(result.get("ok"), bool):
         _reject(f"result without a boolean 'ok' (frame {seq})")
-
-
-# --- a Python client ------------------------------------------------------------------
-
-
-async def send_callback(
-    stream: trio.abc.Stream,
-    *,
-    key: bytes,
-    token: str,
-    run_id: str,
-    step_id: str,
-    logs: Sequence[Mapping[str, Any]],
-    result: Mapping[str, Any],
-    compress: bool = True,
-    ack_timeout: float = ACK_TIMEOUT,
-) -> dict[str, Any]:
-    """Play the binary's side: for tests, attack simulations and the benchmark floor.
-
-    Reads the server hello, sends hello, logs and result frames, and waits for the ack.
-
-    Args:
-        logs: log messages; ``"t": "log"`` is added to each.
-        result: the result message's fields (``ok``, ``error``, ``result``, ``changes``);
-            ``"t": "result"`` and ``"step": step_id`` are added unless ``result`` sets
-            them itself (so a test can send a result for another step).
-
-    Returns:
-        The ack message.
-
-    Raises:
-        CallbackRejected: bad server hello, connection lost, a bad ack or no ack within
-            ``ack_timeout`` seconds.
-    """
-    _check_key(key)
-    aead = AESGCM(key)
-    reader = _FrameReader(stream)
-    server_hello = await reader.read_exactly(len(MAGIC) + CHALLENGE_SIZE, "server hello")
-    if server_hello[: len(MAGIC)] != MAGIC:
-        _reject("bad magic")
-    challenge = server_hello[len(MAGIC) :]
-
-    messages: list[Mapping[str, Any]] = [{"t": "hello", "token": token, "run": run_id, "step": step_id}]
-    messages += [{"t": "log", **log} for log in logs]
-    messages.append({"t": "result", "step": step_id, **result})
-    for seq, message in enumerate(messages):
-        await _send(stream, _seal_with(aead, challenge, C2M, seq, _encode(message, compress)))
-
-    ack: dict[str, Any] | None = None
-    with trio.move_on_after(ack_timeout):
-        ack = _open_with(aead, challenge, M2C, 0, await reader.read_frame("ack"))
-    if ack is None:
-        _reject("ack timeout")
-    if ack["t"] != "ack":
-        _reject(f"expected ack, got {_quote(ack['t'])} (frame 0)")
-    return ack

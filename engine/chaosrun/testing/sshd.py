@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .errors import ChaosrunError
+from ..errors import ChaosrunError
 
 __all__ = ["LocalSshd", "LocalSshdError", "local_sshd", "write_known_hosts"]
 
@@ -65,10 +65,6 @@ class LocalSshd:
     def stop(self) -> None:
         """Stop this sshd and everything it spawned (SIGTERM, then SIGKILL). Idempotent."""
         _stop_tree(self.pid, waiter=None)
-
-    def log_tail(self, lines: int = 30) -> str:
-        """Return the last ``lines`` lines of the server log (for error messages)."""
-        return _tail(self.log, lines)
 
 
 def write_known_hosts(path: Path, host: str, port: int, public_key_line: str) -> None:

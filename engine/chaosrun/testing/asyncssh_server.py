@@ -1,7 +1,7 @@
 """Test support: an in-process SSH server on 127.0.0.1, for machines without OpenSSH or root.
 
 ``chaosrun demo`` and the test suite normally run a real OpenSSH ``sshd``
-(:func:`chaosrun.localenv.local_sshd`), which needs ``openssh-server`` and, for its
+(:func:`chaosrun.testing.local_sshd`), which needs ``openssh-server`` and, for its
 privilege separation, root. Where either is missing, :func:`local_asyncssh_server` stands
 in: an asyncssh server that runs each exec request as ``/bin/sh -c COMMAND`` as the current
 user and serves SFTP, which is all chaosrun's client (``chaosrun.run.ssh``) uses.
@@ -37,7 +37,7 @@ import asyncssh
 from asyncssh.channel import SSHChannel
 from asyncssh.sftp import MIN_SFTP_VERSION
 
-from .localenv import LocalSshd, LocalSshdError, write_known_hosts
+from .sshd import LocalSshd, LocalSshdError, write_known_hosts
 
 __all__ = ["LocalAsyncsshServer", "local_asyncssh_server"]
 
@@ -51,7 +51,7 @@ CHUNK = 65536
 
 @dataclass(frozen=True)
 class LocalAsyncsshServer(LocalSshd):
-    """A running in-process SSH server: a :class:`~chaosrun.localenv.LocalSshd` whose
+    """A running in-process SSH server: a :class:`~chaosrun.testing.LocalSshd` whose
     ``pid`` is this process and whose ``stop()`` ends the server thread (not the process)."""
 
     _stop: Callable[[], None] = field(repr=False, compare=False)
