@@ -5,10 +5,12 @@ tunnel, a remote Ctrl-C) stays in tests/e2e on a real sshd."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import signal
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -396,3 +398,71 @@ async def test_ctrl_c_mid_step_stops_the_binary_cleans_up_and_closes_the_audit_l
             os.kill(int(pidfile.read_text()), 0)
             await trio.sleep(0.05)
     assert verify_file(ran.audit_path).ok
+
+
+# -- what the audit trail claims is what was seen ------------------------------------------------
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A small tmpfs mounted on ``path`` for the test (root only, as CI runs)."""
+    path.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+async def test_an_append_only_upload_folder_fails_the_step_and_names_the_path(room: Room) -> None:
+    subprocess.run(["chattr", "+a", str(room.tmp_dir)], check=True)
+    try:
+        ran = await room.run("steps:\n  - {id: s, target: web, probe: command, with: {command: 'true'}}\n")
+        left = room.leftovers()
+    finally:
+        subprocess.run(["chattr", "-a", str(room.tmp_dir)], check=True)
+        for name in room.leftovers():
+            (room.tmp_dir / name).unlink()
+    step = ran.step("s")
+    assert step.status is StepStatus.FAILED
+    assert len(left) == 1 and str(room.tmp_dir / left[0]) in step.reason, step.reason
+    assert step.reason.startswith("cleanup: the binary is still on the target at "), step.reason
+    (cleanup,) = ran.events("cleanup")
+    assert cleanup["removed"] is False and cleanup["left"].startswith("still there")
+    assert not ran.report.ok
+
+
+async def test_a_full_upload_folder_says_so_before_the_upload(room: Room) -> None:
+    with _tmpfs(room.tmp_dir, "size=512k"):
+        ran = await room.run("steps:\n  - {id: s, target: web, probe: command, with: {command: 'true'}}\n")
+        assert room.leftovers() == []
+    reason = ran.step("s").reason
+    assert reason.startswith(f"No space left on device in {room.tmp_dir} on "), reason
+    assert "KiB free; the module needs" in reason
+    assert ran.events("deploy") == []
+
+
+async def test_an_upload_folder_out_of_inodes_says_so(room: Room) -> None:
+    with _tmpfs(room.tmp_dir, "size=16m,nr_inodes=1"):
+        ran = await room.run("steps:\n  - {id: s, target: web, probe: command, with: {command: 'true'}}\n")
+    assert ran.step("s").reason.startswith(f"No space left on device in {room.tmp_dir} on "), ran.step("s").reason
+    assert "(no inode free" in ran.step("s").reason
+
+
+async def test_a_read_only_upload_folder_says_so(room: Room) -> None:
+    with _tmpfs(room.tmp_dir, "size=16m,ro"):
+        ran = await room.run("steps:\n  - {id: s, target: web, probe: command, with: {command: 'true'}}\n")
+    assert ran.step("s").reason.startswith(f"read-only file system: cannot deploy to {room.tmp_dir}"), ran.step(
+        "s"
+    ).reason
+
+
+async def test_a_binary_stopped_mid_step_is_recorded_as_still_running_and_terminated(room: Room) -> None:
+    ran = await room.run("""
+        steps:
+          - {id: stopped, target: web, probe: command, timeout: 700ms, with: {command: 'kill -STOP $PPID; sleep 5'}}
+    """)
+    assert ran.step("stopped").status is StepStatus.TIMEOUT
+    (exec_record,) = ran.events("exec")
+    assert exec_record["still_running"] == "when the step ended"
+    assert exec_record["ended"] == "terminated by the monitor"

@@ -25,6 +25,7 @@ from ..scenario import TargetSpec
 __all__ = [
     "Connection",
     "Connector",
+    "DiskSpace",
     "ExecResult",
     "Facts",
     "Forward",
@@ -59,6 +60,15 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.exit_status == 0
+
+
+@dataclass(frozen=True)
+class DiskSpace:
+    """What a folder's filesystem has room for (``statvfs``)."""
+
+    free_bytes: int  # for an unprivileged writer (f_bavail)
+    free_inodes: int | None  # None: the filesystem does not count inodes
+    read_only: bool
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,22 @@ class Connection(Protocol):
 
         Raises:
             TargetError: it exists but could not be removed.
+        """
+        ...
+
+    async def exists(self, path: str) -> bool:
+        """Whether anything (a file, a dangling symlink...) is at ``path``.
+
+        Raises:
+            TargetError: it could not be found out.
+        """
+        ...
+
+    async def disk_space(self, path: str) -> DiskSpace:
+        """The free space of the filesystem holding the folder ``path``.
+
+        Raises:
+            TargetError: it could not be found out (no such folder, no statvfs).
         """
         ...
 

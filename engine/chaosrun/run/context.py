@@ -57,6 +57,7 @@ class EnvState:
         self._conns: dict[tuple[str, int, str], Connection | TargetError] = {}
         self.outcomes: dict[str, StepOutcome] = {}
         self.finished: dict[str, trio.Event] = {}
+        self._uploaded: set[tuple[tuple[str, int, str], str]] = set()
 
     async def connection(self, target: TargetSpec) -> Connection:
         """The target's connection, opened by the first step that needs it.
@@ -93,22 +94,33 @@ class EnvState:
             raise StepFailed(f"{self.ctx.connector.name}: {found}")
         return found
 
+    def first_upload(self, target: TargetSpec) -> bool:
+        """True the first time a step of this environment uploads to ``target``'s tmp_dir."""
+        key = (_host_key(target), target.tmp_dir)
+        first = key not in self._uploaded
+        self._uploaded.add(key)
+        return first
+
     def forget(self, target: TargetSpec) -> None:
         """Drop a broken connection, so the next step on this host connects anew."""
         self._conns.pop(_host_key(target), None)
 
-    async def remove_file(self, target: TargetSpec, conn: Connection, path: str) -> bool | str:
-        """Delete ``path`` on the target; over a fresh connection if ``conn`` broke."""
+    async def remove_binary(self, target: TargetSpec, conn: Connection, path: str) -> str | None:
+        """Delete ``path`` on the target and look that it is gone, over a fresh connection
+        if ``conn`` broke.
+
+        Returns:
+            None when nothing is left at ``path``; else why it is still there (an
+            append-only folder, a connection that would not come back...).
+        """
         try:
-            await conn.remove(path)
-            return True
+            return await _remove_and_look(conn, path)
         except TargetError:
             self.forget(target)
         try:
             connect_timeout = self.ctx.options.connect_timeout
             async with self.ctx.connector.open_connection(target, connect_timeout=connect_timeout) as fresh:
-                await fresh.remove(path)
-            return True
+                return await _remove_and_look(fresh, path)
         except TargetError as exc:
             return f"not removed: {exc.reason}"
 
@@ -120,3 +132,15 @@ class EnvState:
             "target": step.target.as_scope() if step.target else {},
             "steps": {sid: o.as_scope() for sid, o in self.outcomes.items()},
         }
+
+
+async def _remove_and_look(conn: Connection, path: str) -> str | None:
+    try:
+        await conn.remove(path)
+    except TargetError as exc:
+        if await conn.exists(path):
+            return f"still there: {exc.reason}"
+        raise
+    if await conn.exists(path):  # e.g. an append-only folder where the unlink "succeeded"
+        return "still there after its removal"
+    return None

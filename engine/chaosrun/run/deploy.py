@@ -22,7 +22,7 @@ import trio
 
 from ..build import BuildError, goarch_for
 from ..plan import PlannedStep
-from .connection import ExecResult, Forward, Process, TargetError
+from .connection import Connection, ExecResult, Forward, Process, TargetError
 from .context import EnvState
 from .listener import ListenerState, serve_listener
 from .model import StepFailed
@@ -31,6 +31,7 @@ from .wire import StepSecret, step_config
 CLEANUP_TIMEOUT = 15.0
 EXIT_GRACE = 5.0  # after the result: how long the binary may take to exit
 RESULT_GRACE = 2.0  # after the binary exited: how long an in-flight result may take
+KILL_WAIT = 3.0  # after terminating a lingering binary: how long its exit status may take
 HASH_MISMATCH = 97  # exit status of the exec wrapper when the uploaded file changed
 
 
@@ -110,6 +111,7 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
     forward: Forward | None = None
     exited = trio.Event()
     exit_box: list[ExecResult | TargetError] = []
+    leftover: str | None = None
     async with trio.open_nursery() as nursery:
         state: ListenerState = await nursery.start(serve_listener, ctx, env.name, step.id, secret)
         try:
@@ -120,10 +122,13 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                 address=f"{ctx.monitor.bind}:{state.port}",
                 token_id=secret.token_id,
             )
+            if env.first_upload(step.target):  # later ones are explained if they fail
+                await _check_room(conn, step.target.tmp_dir, len(data), label)
             try:
                 async with ctx.uploads:  # bounds memory: each upload in flight buffers a binary
                     await conn.write_file(remote, data, 0o700)
             except TargetError as exc:
+                await _check_room(conn, step.target.tmp_dir, len(data), label)  # name the cause if it is this
                 raise StepFailed(f"deploy to {label}:{remote} failed: {exc.reason}") from None
             await ctx.audit.record(
                 "deploy", env=env.name, step=step.id, host=label, path=remote, sha256=binary.sha256, size=binary.size
@@ -199,8 +204,24 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
             else:
                 with trio.move_on_after(EXIT_GRACE):
                     await exited.wait()
+                if not exited.is_set():  # the result is in, the binary lingers: end it, say so
+                    assert process is not None
+                    with suppress(TargetError):
+                        await process.terminate()
+                    with trio.move_on_after(KILL_WAIT):
+                        await exited.wait()
+                    ended = exit_box[0] if exit_box else None
+                    ctx.audit.defer(
+                        "exec",
+                        env=env.name,
+                        step=step.id,
+                        still_running=f"{EXIT_GRACE:g}s after its result",
+                        ended="terminated by the monitor",
+                        exit_status=ended.exit_status if isinstance(ended, ExecResult) else None,
+                        signal=ended.signal if isinstance(ended, ExecResult) else None,
+                    )
             assert state.result is not None
-            return state.result
+            message = state.result
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                 if forward is not None:
@@ -208,15 +229,32 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                 if process is not None and not exited.is_set():
                     with suppress(TargetError):
                         await process.terminate()
-                removed: bool | str = "unlinked before exec"
-                if not state.authenticated.is_set():  # else the exec wrapper already removed it
-                    removed = await env.remove_file(step.target, conn, remote)
+                    ctx.audit.defer(
+                        "exec",
+                        env=env.name,
+                        step=step.id,
+                        still_running="when the step ended",
+                        ended="terminated by the monitor",
+                    )
+                # The exec wrapper unlinks the binary before it runs; remove it anyway
+                # (a folder where the unlink failed, a step that never got so far) and
+                # look that it is gone: the record says what was seen, not what should be.
+                leftover = await env.remove_binary(step.target, conn, remote)
                 # Durable with the step's next record (result or step_end, always written)
                 # before the step is reported or the next one starts.
                 ctx.audit.defer(
-                    "cleanup", env=env.name, step=step.id, path=remote, removed=removed, port_closed=state.port
+                    "cleanup",
+                    env=env.name,
+                    step=step.id,
+                    path=remote,
+                    removed=leftover is None,
+                    **({"left": leftover} if leftover else {}),
+                    port_closed=state.port,
                 )
             nursery.cancel_scope.cancel()
+    if leftover is not None:
+        raise StepFailed(f"cleanup: the binary is still on the target at {remote} ({leftover})")
+    return message
 
 
 async def first_of(*waits: Callable[[], Any], timeout: float | None = None) -> None:
@@ -231,3 +269,23 @@ async def first_of(*waits: Callable[[], Any], timeout: float | None = None) -> N
 
         for wait in waits:
             nursery.start_soon(one, wait)
+
+
+async def _check_room(conn: Connection, folder: str, size: int, label: str) -> None:
+    """Refuse an upload that cannot fit, naming the cause (a full or read-only folder).
+
+    Raises:
+        StepFailed: ``folder`` is on a read-only filesystem, or has less than ``size``
+            bytes or no inode free. Nothing is raised when the space cannot be asked
+            (a server without statvfs): the upload then says what it can.
+    """
+    try:
+        space = await conn.disk_space(folder)
+    except TargetError:
+        return
+    where = f"{folder} on {label}"
+    if space.read_only:
+        raise StepFailed(f"read-only file system: cannot deploy to {where}")
+    if space.free_bytes < size or space.free_inodes == 0:
+        free = "no inode" if space.free_inodes == 0 else f"{space.free_bytes // 1024} KiB"
+        raise StepFailed(f"No space left on device in {where} ({free} free; the module needs {size / 2**20:.1f} MiB)")

@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from ..scenario import TargetSpec
-from .connection import ExecResult, Facts, TargetError, TargetTimeout
+from .connection import DiskSpace, ExecResult, Facts, TargetError, TargetTimeout
 
 __all__ = ["LocalConnection", "LocalConnector", "open_local"]
 
@@ -111,6 +111,7 @@ class LocalProcess:
             if self._proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self._proc.pid, signal.SIGTERM)
+                    os.killpg(self._proc.pid, signal.SIGCONT)  # a stopped process acts on TERM only once continued
                 with trio.move_on_after(KILL_GRACE):
                     await self._proc.wait()
                 if self._proc.returncode is None:
@@ -212,6 +213,17 @@ class LocalConnection:
             pass
         except OSError as exc:
             raise TargetError(self.label, f"removing {path}: {exc.strerror or exc}") from None
+
+    async def exists(self, path: str) -> bool:
+        return await trio.to_thread.run_sync(os.path.lexists, path)
+
+    async def disk_space(self, path: str) -> DiskSpace:
+        try:
+            st = await trio.to_thread.run_sync(os.statvfs, path)
+        except OSError as exc:
+            raise TargetError(self.label, f"asking the free space of {path}: {exc.strerror or exc}") from None
+        free_inodes = st.f_favail if st.f_files else None
+        return DiskSpace(st.f_bavail * st.f_frsize, free_inodes, bool(st.f_flag & os.ST_RDONLY))
 
     async def forward_remote_port(self, dest_host: str, dest_port: int) -> LocalForward:
         if dest_host not in _LOOPBACK_BINDS:

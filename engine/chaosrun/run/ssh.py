@@ -39,7 +39,7 @@ import trio
 
 from ..scenario import TargetSpec
 from .bridge import call_in_loop, loop_for_connection, open_bridge
-from .connection import ExecResult, Facts, TargetError, TargetTimeout
+from .connection import DiskSpace, ExecResult, Facts, TargetError, TargetTimeout
 
 __all__ = [
     "ExecResult",
@@ -54,6 +54,7 @@ __all__ = [
     "open_ssh",
 ]
 
+_ST_RDONLY = 1  # statvfs f_flag: mounted read-only
 KILL_GRACE = 1.0  # seconds a cancelled remote command gets between SIGTERM and SIGKILL
 CLOSE_TIMEOUT = 5.0  # seconds the connection close may take on exit (shielded)
 
@@ -180,6 +181,8 @@ class _Session(asyncssh.SSHClientSession[bytes]):
             return
         if self.pgid is not None and self.pgid > 1:  # never `kill -- -1`
             command = f"kill -s {signame} -- -{self.pgid} 2>/dev/null"
+            if signame == "TERM":  # a stopped process acts on TERM only once continued
+                command += f"; kill -s CONT -- -{self.pgid} 2>/dev/null"
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.conn.run(command), KILL_GRACE)
         elif self.chan is not None:
@@ -673,6 +676,23 @@ class SshConnection:
         sftp = await self._sftp_client()
         with _mapped_errors(self.spec.label, f"removing {path}"):
             await self._call(_aio_remove, sftp, path)
+
+    async def exists(self, path: str) -> bool:
+        """Whether anything is at ``path`` (``lstat`` over SFTP)."""
+        sftp = await self._sftp_client()
+        with _mapped_errors(self.spec.label, f"looking at {path}"):
+            return await self._call(_aio_exists, sftp, path)
+
+    async def disk_space(self, path: str) -> DiskSpace:
+        """``statvfs`` of ``path`` over SFTP (OpenSSH's statvfs@openssh.com extension)."""
+        sftp = await self._sftp_client()
+        with _mapped_errors(self.spec.label, f"asking the free space of {path}"):
+            attrs = await self._call(sftp.statvfs, path)
+        return DiskSpace(
+            free_bytes=attrs.bavail * (attrs.frsize or attrs.bsize),
+            free_inodes=attrs.favail if attrs.files else None,
+            read_only=bool(attrs.flags & _ST_RDONLY),
+        )
 
     async def facts(self) -> Facts:
         """The host's facts (``uname -m``), asked once per connection."""
