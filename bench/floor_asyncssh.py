@@ -8,7 +8,8 @@ else: no trio, no bridge, no audit log, no hash check, no process-group bookkeep
     copy     the module binary over SFTP (one SFTP session per connection) to a random path
     exec     one exec channel: "PATH; rm -f PATH" with the step config (chaosrun.run.wire.step_config)
              on stdin, then EOF
-    collect  speak the callback protocol (server hello, read hello/log/result frames with
+    collect  speak the callback protocol, version 2 (server hello, the binary's X25519 key,
+             session keys, hello proof, read hello/log/result frames with
              chaosrun.run.wire.open_frame, send the sealed ack), close the listener
     delete   the ``rm -f`` above (the binary also unlinks itself when it starts); wait for
              the channel's exit status
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import resource
 import secrets
@@ -38,9 +40,23 @@ import time
 from pathlib import Path
 
 import asyncssh
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 # Only the protocol helpers: nothing here runs trio.
-from chaosrun.run.wire import C2M, CHALLENGE_SIZE, M2C, MAGIC, StepSecret, open_frame, seal, step_config
+from chaosrun.run.wire import (
+    C2M,
+    CHALLENGE_SIZE,
+    M2C,
+    MAGIC,
+    PUBLIC_KEY_SIZE,
+    StepSecret,
+    hello_proof,
+    open_frame,
+    seal,
+    session_keys,
+    step_config,
+    transcript_sha256,
+)
 
 ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 RUN_ID = "floor-run"
@@ -52,20 +68,32 @@ def random_name() -> str:
 
 
 async def serve_one(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: bytes, done: asyncio.Future[dict]
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    secret: StepSecret,
+    step_id: str,
+    done: asyncio.Future[dict],
 ) -> None:
-    """The monitor's side of one callback: server hello, frames until the result, ack."""
+    """The monitor's side of one callback: server hello, the binary's key, session keys,
+    the hello's proof, frames until the result, ack."""
     try:
         challenge = secrets.token_bytes(CHALLENGE_SIZE)
         writer.write(MAGIC + challenge)
+        binary_key = await reader.readexactly(PUBLIC_KEY_SIZE)
+        shared = secret.private_key.exchange(X25519PublicKey.from_public_bytes(binary_key))
+        c2m, m2c = session_keys(shared, challenge, secret.monitor_key, binary_key)
         seq = 0
         while True:
             length = int.from_bytes(await reader.readexactly(4), "big")
-            message = open_frame(key, challenge, C2M, seq, await reader.readexactly(length))
+            message = open_frame(c2m, challenge, C2M, seq, await reader.readexactly(length))
+            if seq == 0:
+                transcript = transcript_sha256(challenge, secret.monitor_key, binary_key, RUN_ID, step_id)
+                if not hmac.compare_digest(str(message.get("proof")), hello_proof(secret.token, transcript)):
+                    raise ValueError("wrong token")
             if message["t"] == "result":
                 break
             seq += 1
-        writer.write(seal(key, challenge, M2C, 0, {"t": "ack"}, False))
+        writer.write(seal(m2c, challenge, M2C, 0, {"t": "ack"}, False))
         await writer.drain()
         if not done.done():
             done.set_result(message)
@@ -86,7 +114,7 @@ async def one_step(
 ) -> bool:
     secret = StepSecret.new()
     done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-    server = await asyncio.start_server(lambda r, w: serve_one(r, w, secret.key, done), "127.0.0.1", 0)
+    server = await asyncio.start_server(lambda r, w: serve_one(r, w, secret, f"s{step}", done), "127.0.0.1", 0)
     try:
         port = server.sockets[0].getsockname()[1]
         path = f"{tmp_dir}/{random_name()}"

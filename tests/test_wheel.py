@@ -63,6 +63,7 @@ def test_installed_wheel_lists_its_modules(installed: Path, tmp_path: Path) -> N
     assert lines[0] == "chaos modules:" and "probes:" in lines
     names = {line.split()[0] for line in lines if line.startswith("  ")}
     assert {"fill_disk", "kill_process", "port_open", "file_exists"} <= names
+    assert {"http", "dns", "ssh_login"} <= names  # the monitor probes' declarations ship in schemas/
 
 
 def test_installed_wheel_plans_a_scenario(installed: Path, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Generate docs/modules.md from the module declarations (chaos_go/modules/*/params.schema.json).
+"""Generate docs/modules.md from the module declarations (chaos_go/modules/*/params.schema.json,
+and schemas/monitor_probes/*.schema.json for the probes that run only from the monitor).
 
     .venv/bin/python tools/gen_docs.py          # rewrite docs/modules.md
     .venv/bin/python tools/gen_docs.py --check  # exit 1 if it is out of date
@@ -17,7 +18,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from chaosrun.modules import ModuleDecl, ModuleKind, Param, catalogue
+from chaosrun.modules import MONITOR_NOTE, ModuleDecl, ModuleKind, Param, catalogue
+from chaosrun.scenario import Origin
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "docs" / "modules.md"
@@ -45,6 +47,8 @@ def _flag(param: Param) -> str:
 def render_module(decl: ModuleDecl) -> list[str]:
     """The section of one module."""
     lines = [f"### `{decl.name}`", "", decl.description.strip(), ""]
+    if decl.kind is ModuleKind.PROBE:
+        lines += [_where(decl), ""]
     if decl.params:
         lines += ["| parameter | type | required / default | description |", "|---|---|---|---|"]
         for p in decl.params:
@@ -67,17 +71,34 @@ def render_module(decl: ModuleDecl) -> list[str]:
     return lines
 
 
+def _where(decl: ModuleDecl) -> str:
+    if not decl.runs_from(Origin.MONITOR):
+        return "Runs on the target (`from: target`, the default)."
+    if decl.runs_from(Origin.TARGET):
+        where = "Runs on the target (`from: target`, the default) or from the monitor (`from: monitor`)."
+    else:
+        where = "Runs only from the monitor (`from: monitor`)."
+    return f"{where} {MONITOR_NOTE}"
+
+
 def render(modules: Mapping[str, ModuleDecl]) -> str:
     """The whole of docs/modules.md."""
     lines = [
         "# Modules",
         "",
-        f"<!-- Generated from chaos_go/modules/*/params.schema.json; do not edit. Regenerate: {COMMAND} -->",
+        "<!-- Generated from chaos_go/modules/*/params.schema.json and schemas/monitor_probes/*.schema.json;",
+        f"     do not edit. Regenerate: {COMMAND} -->",
         "",
         "Every module is a small Go program in `chaos_go/modules/NAME/`, built on demand and run on the",
         "target for one step. Its `params.schema.json` declares the parameters below; `chaosrun lint`",
         "checks each step's `with:` against it, and `chaosrun modules NAME` prints the same from the",
         "command line. To write a module, see [module-authoring.md](module-authoring.md).",
+        "",
+        "A few probes run on the monitor instead (`from: monitor`): no binary goes to the target, the",
+        "monitor reaches the target's address over the network as any client would. Those that run",
+        "only there are declared in `schemas/monitor_probes/NAME.schema.json`. Which to prefer, and",
+        "why, is in [guide-authors.md](guide-authors.md#probes-from-the-monitor). From the monitor:",
+        ", ".join(f"[`{d.name}`](#{_anchor(d.name)})" for d in modules.values() if d.runs_from(Origin.MONITOR)) + ".",
         "",
     ]
     for kind, title, what in _KINDS:

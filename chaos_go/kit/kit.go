@@ -6,8 +6,11 @@ package kit
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -106,18 +109,22 @@ func isTerminal(fd uintptr) bool {
 
 // config is the step config line (docs/protocol.md section 1).
 type config struct {
-	V         int64
-	Monitor   string
-	Token     string
-	Key       string
-	Run       string
-	Step      string
-	Module    string
-	Params    map[string]any // numbers are jsonx.Number
-	TimeoutMS int64
-	Compress  bool
+	V          int64
+	Monitor    string
+	MonitorKey string
+	Token      string
+	Run        string
+	Step       string
+	Module     string
+	Params     map[string]any // numbers are jsonx.Number
+	TimeoutMS  int64
+	Compress   bool
 
-	key []byte
+	monitorKey []byte
+	// digest is the hex SHA-256 of the exact bytes of the config line as read, its
+	// terminating newline excluded: the hello and the result report it, so the monitor
+	// sees parameters changed on the way to the binary.
+	digest string
 }
 
 // readConfig reads the one JSON line of the step config, at most maxConfigBytes, and checks
@@ -138,12 +145,13 @@ func readConfig(in io.Reader) (*config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode config: %w", err)
 	}
-	var c config
+	sum := sha256.Sum256(bytes.TrimSuffix(line, []byte("\n")))
+	c := config{digest: hex.EncodeToString(sum[:])}
 	f := fields{obj: obj}
 	c.V = f.integer("v")
 	c.Monitor = f.str("monitor")
+	c.MonitorKey = f.str("monitor_key")
 	c.Token = f.str("token")
-	c.Key = f.str("key")
 	c.Run = f.str("run")
 	c.Step = f.str("step")
 	c.Module = f.str("module")
@@ -153,8 +161,8 @@ func readConfig(in io.Reader) (*config, error) {
 	if f.err != nil {
 		return nil, fmt.Errorf("config: %w", f.err)
 	}
-	if c.V != 1 {
-		return nil, fmt.Errorf("config: version %d; want 1", c.V)
+	if c.V != 2 {
+		return nil, fmt.Errorf("config: version %d; want 2", c.V)
 	}
 	if c.Monitor == "" {
 		return nil, errors.New("config: monitor is missing")
@@ -162,12 +170,12 @@ func readConfig(in io.Reader) (*config, error) {
 	if c.Token == "" {
 		return nil, errors.New("config: token is missing")
 	}
-	c.key, err = base64.StdEncoding.DecodeString(c.Key)
+	c.monitorKey, err = base64.StdEncoding.DecodeString(c.MonitorKey)
 	if err != nil {
-		return nil, fmt.Errorf("config: key: %w", err)
+		return nil, fmt.Errorf("config: monitor_key: %w", err)
 	}
-	if len(c.key) != wire.KeyLen {
-		return nil, fmt.Errorf("config: key is %d bytes; want %d", len(c.key), wire.KeyLen)
+	if len(c.monitorKey) != wire.PublicKeyLen {
+		return nil, fmt.Errorf("config: monitor_key is %d bytes; want %d", len(c.monitorKey), wire.PublicKeyLen)
 	}
 	return &c, nil
 }
@@ -234,21 +242,25 @@ func (c *config) timeout() time.Duration {
 	return time.Duration(c.TimeoutMS) * time.Millisecond
 }
 
-// options are the run's timeouts; tests shorten them.
+// options are the run's timeouts and the executable it reports; tests change them.
 type options struct {
 	dial, hello, write, ack, grace time.Duration
+	exe                            string // the file hashed for the hello's exe_sha256
 }
 
 func defaultOptions() options {
-	return options{dial: dialTimeout, hello: helloTimeout, write: writeTimeout, ack: ackTimeout, grace: deadlineGrace}
+	return options{dial: dialTimeout, hello: helloTimeout, write: writeTimeout, ack: ackTimeout, grace: deadlineGrace,
+		exe: "/proc/self/exe"}
 }
 
 // Messages of the protocol (docs/protocol.md section 4).
 type helloMsg struct {
-	T     string `json:"t"`
-	Token string `json:"token"`
-	Run   string `json:"run"`
-	Step  string `json:"step"`
+	T            string `json:"t"`
+	Run          string `json:"run"`
+	Step         string `json:"step"`
+	Proof        string `json:"proof"`
+	ConfigSHA256 string `json:"config_sha256"`
+	ExeSHA256    string `json:"exe_sha256"`
 }
 
 type logMsg struct {
@@ -260,12 +272,13 @@ type logMsg struct {
 }
 
 type resultMsg struct {
-	T       string         `json:"t"`
-	Step    string         `json:"step"`
-	OK      bool           `json:"ok"`
-	Error   *string        `json:"error"`
-	Result  map[string]any `json:"result"`
-	Changes []Change       `json:"changes"`
+	T            string         `json:"t"`
+	Step         string         `json:"step"`
+	OK           bool           `json:"ok"`
+	Error        *string        `json:"error"`
+	Result       map[string]any `json:"result"`
+	Changes      []Change       `json:"changes"`
+	ConfigSHA256 string         `json:"config_sha256"`
 }
 
 // run is Main without the process around it: it reads the config from in, writes problems
@@ -295,7 +308,7 @@ func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 	if paramErr != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, paramErr)
 		msg := paramErr.Error()
-		res := resultMsg{T: "result", Step: cfg.Step, OK: false, Error: &msg, Result: map[string]any{}, Changes: []Change{}}
+		res := resultMsg{T: "result", Step: cfg.Step, OK: false, Error: &msg, Result: map[string]any{}, Changes: []Change{}, ConfigSHA256: cfg.digest}
 		if _, err := deliver(cb, res, opt); err != nil {
 			fmt.Fprintf(stderr, "%s: callback: %v\n", name, err)
 		}
@@ -310,7 +323,7 @@ func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 	runErr := runModule(ctx, m, params, report, opt.grace)
 	logErr := logs.close()
 
-	res := resultMsg{T: "result", Step: cfg.Step, OK: runErr == nil, Result: report.Result(), Changes: report.Changes()}
+	res := resultMsg{T: "result", Step: cfg.Step, OK: runErr == nil, Result: report.Result(), Changes: report.Changes(), ConfigSHA256: cfg.digest}
 	if res.Changes == nil {
 		res.Changes = []Change{}
 	}
@@ -361,23 +374,45 @@ func moduleName(decl *declaration) string {
 	return decl.Title
 }
 
-// dialMonitor connects to the monitor, reads its hello and proves the token.
+// dialMonitor connects to the monitor, agrees the session keys and sends the hello: the
+// proof of the token, the config's digest and the executable's.
 func dialMonitor(cfg *config, opt options) (*wire.Conn, error) {
+	exe, err := exeDigest(opt.exe)
+	if err != nil {
+		return nil, err
+	}
 	nc, err := wire.Dial(cfg.Monitor, opt.dial)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", cfg.Monitor, err)
 	}
-	conn, err := wire.Client(nc, cfg.key, cfg.Compress, opt.hello)
+	conn, err := wire.Client(nc, cfg.monitorKey, cfg.Compress, opt.hello)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("connect %s: %w", cfg.Monitor, err)
 	}
 	conn.WriteTimeout = opt.write
-	if err := conn.Send(helloMsg{T: "hello", Token: cfg.Token, Run: cfg.Run, Step: cfg.Step}); err != nil {
+	hello := helloMsg{T: "hello", Run: cfg.Run, Step: cfg.Step, Proof: wire.Proof(cfg.Token, conn.Transcript(cfg.Run, cfg.Step)),
+		ConfigSHA256: cfg.digest, ExeSHA256: exe}
+	if err := conn.Send(hello); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("send hello: %w", err)
 	}
 	return conn, nil
+}
+
+// exeDigest is the hex SHA-256 of the file at path (/proc/self/exe: the bytes this process
+// runs, even once unlinked), read by the kit itself rather than by a tool of the target.
+func exeDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("hash own executable: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hash own executable: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // deliver sends the result frame and waits for the monitor's ack. It returns the "ok" of

@@ -5,23 +5,37 @@ import (
 	"sync"
 	"time"
 
+	"chaosrun/chaos_go/kit/internal/jsonx"
 	"chaosrun/chaos_go/kit/internal/wire"
 )
 
 // logStream sends log lines to the monitor from its own goroutine, in the order they were
-// logged, so a slow network never blocks the module.
+// logged, so a slow network never blocks the module. It keeps within the monitor's limits
+// on one connection's logs (wire.MaxLogMessages, wire.MaxLogBytes): lines beyond them are
+// dropped and counted in one last line, for which room is kept.
 type logStream struct {
 	conn *wire.Conn
 
 	mu      sync.Mutex
 	pending []LogEntry
 	closed  bool
-	dropped int
+	dropped int   // lines dropped because the queue was full
 	err     error // the first send error; later lines are discarded
+
+	// Touched by the sending goroutine only.
+	sentLines  int
+	sentBytes  int
+	overBudget int // lines dropped to stay within the monitor's limits
 
 	wake chan struct{}
 	done chan struct{}
 }
+
+// Room kept in the monitor's log limits for the last line saying how many were dropped.
+const (
+	noticeLines = 1
+	noticeBytes = 4 << 10
+)
 
 func startLogStream(conn *wire.Conn) *logStream {
 	s := &logStream{conn: conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
@@ -51,10 +65,6 @@ func (s *logStream) push(e LogEntry) {
 func (s *logStream) close() error {
 	s.mu.Lock()
 	s.closed = true
-	if s.dropped > 0 {
-		s.pending = append(s.pending, LogEntry{Time: time.Now(), Level: LevelWarn,
-			Msg: fmt.Sprintf("%d log lines dropped (the callback was too slow)", s.dropped)})
-	}
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -72,22 +82,54 @@ func sendLogs(s *logStream) {
 		batch := s.pending
 		s.pending = nil
 		closed := s.closed
+		dropped := s.dropped
 		s.mu.Unlock()
 		for _, e := range batch {
-			if s.err == nil {
-				s.err = s.conn.Send(logFrame(e))
-				if s.err != nil && isEncodeErr(s.err) {
-					s.err = s.conn.Send(logMsg{T: "log", TS: unixSeconds(e.Time), Level: e.Level,
-						Msg: truncate(e.Msg, maxLogMsg), Fields: map[string]any{"fields_error": s.err.Error()}})
-				}
-			}
+			s.send(e, false)
 		}
 		if closed && len(batch) == 0 {
+			if n := dropped + s.overBudget; n > 0 {
+				s.send(LogEntry{Time: time.Now(), Level: LevelWarn, Msg: fmt.Sprintf(
+					"%d log lines dropped (%d: the callback was too slow; %d: over the monitor's limits of %d lines and %d bytes)",
+					n, dropped, s.overBudget, wire.MaxLogMessages, wire.MaxLogBytes)}, true)
+			}
 			return
 		}
 		if len(batch) == 0 {
 			<-s.wake
 		}
+	}
+}
+
+// send sends one line unless an earlier send failed or the line would pass the monitor's
+// limits (notice: the last line, which may use the room kept for it).
+func (s *logStream) send(e LogEntry, notice bool) {
+	if s.err != nil {
+		return
+	}
+	body, err := jsonx.Marshal(logFrame(e))
+	if err == nil && len(body) >= wire.MaxFrame {
+		err = wire.ErrTooLarge
+	}
+	if err != nil {
+		body, err = jsonx.Marshal(logMsg{T: "log", TS: unixSeconds(e.Time), Level: e.Level,
+			Msg: truncate(e.Msg, maxLogMsg), Fields: map[string]any{"fields_error": err.Error()}})
+		if err != nil {
+			s.err = fmt.Errorf("encode log: %w", err)
+			return
+		}
+	}
+	lines, bytes := wire.MaxLogMessages, wire.MaxLogBytes
+	if !notice {
+		lines, bytes = lines-noticeLines, bytes-noticeBytes
+	}
+	if s.sentLines+1 > lines || s.sentBytes+len(body) > bytes {
+		s.overBudget++
+		return
+	}
+	if s.err = s.conn.SendJSON(body); s.err == nil {
+		s.sentLines++
+		s.sentBytes += len(body)
 	}
 }
 

@@ -12,11 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"chaosrun/chaos_go/kit/internal/jsonx"
+	"chaosrun/chaos_go/kit/internal/wire"
 	"chaosrun/chaos_go/kit/kittest"
 )
 
 func testOptions() options {
-	return options{dial: time.Second, hello: time.Second, write: time.Second, ack: 300 * time.Millisecond, grace: 100 * time.Millisecond}
+	return options{dial: time.Second, hello: time.Second, write: time.Second, ack: 300 * time.Millisecond, grace: 100 * time.Millisecond,
+		exe: "/proc/self/exe"}
 }
 
 func testModule(run RunFunc) Module {
@@ -288,7 +291,14 @@ func relayTampered(ln net.Listener, upstream string, victim int) {
 	}
 	defer server.Close()
 	go io.Copy(client, server)
-	// The server hello goes the other way; everything from the client is frames.
+	// The server hello goes the other way; from the client come its public key, then frames.
+	key := make([]byte, 32)
+	if _, err := io.ReadFull(client, key); err != nil {
+		return
+	}
+	if _, err := server.Write(key); err != nil {
+		return
+	}
 	for i := 0; ; i++ {
 		var hdr [4]byte
 		if _, err := io.ReadFull(client, hdr[:]); err != nil {
@@ -325,5 +335,99 @@ func TestMonitorRejectsATamperedLogFrame(t *testing.T) {
 	}
 	if code != ExitCallback {
 		t.Errorf("exit: got %d; want %d", code, ExitCallback)
+	}
+}
+
+func TestHelloAndResultReportTheConfigDigestAndTheHelloTheExecutables(t *testing.T) {
+	mon := kittest.NewMonitor(t)
+	m := testModule(func(ctx context.Context, p Params, r *Report) error { return nil })
+	cfg := mon.Config("t", okParams, 5*time.Second)
+	code, stderr, out := runAgainst(t, mon, m, cfg)
+	if code != ExitOK || out.Err != nil {
+		t.Fatalf("got exit %d, monitor error %v, stderr %q; want 0, nil", code, out.Err, stderr)
+	}
+	want := kittest.ConfigDigest(cfg)
+	if got := out.Hello["config_sha256"]; got != want {
+		t.Errorf("hello config_sha256: got %q; want %q", got, want)
+	}
+	if got := out.Result["config_sha256"]; got != want {
+		t.Errorf("result config_sha256: got %q; want %q", got, want)
+	}
+	exe, err := exeDigest("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := out.Hello["exe_sha256"]; got != exe || len(exe) != 64 {
+		t.Errorf("hello exe_sha256: got %q; want %q", got, exe)
+	}
+	if _, ok := out.Hello["token"]; ok {
+		t.Errorf("hello carries the token itself: %v", out.Hello)
+	}
+}
+
+func TestTheConfigDigestIsOfTheBytesReadNotOfTheirMeaning(t *testing.T) {
+	// The same config with a space more: same parameters, other bytes, other digest.
+	mon := kittest.NewMonitor(t)
+	cfg := mon.Config("t", okParams, 5*time.Second)
+	spaced := append([]byte("{ "), cfg[1:]...)
+	a, err := readConfig(bytes.NewReader(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := readConfig(bytes.NewReader(spaced))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.digest == b.digest || a.digest != kittest.ConfigDigest(cfg) {
+		t.Errorf("digests: got %q and %q; want %q and another", a.digest, b.digest, kittest.ConfigDigest(cfg))
+	}
+	noNewline, err := readConfig(bytes.NewReader(cfg[:len(cfg)-1]))
+	if err != nil || noNewline.digest != a.digest {
+		t.Errorf("without the newline: got %v, %q; want the same digest %q", err, noNewline.digest, a.digest)
+	}
+}
+
+func TestAVersion1ConfigIsRefused(t *testing.T) {
+	v1 := `{"v":1,"monitor":"127.0.0.1:1","token":"x","key":"` + strings.Repeat("A", 43) + `="}` + "\n"
+	var stderr bytes.Buffer
+	if code := run(testModule(nil), strings.NewReader(v1), &stderr, testOptions()); code != ExitBadConfig ||
+		!strings.Contains(stderr.String(), "version 1; want 2") {
+		t.Errorf("got exit %d stderr %q; want %d and the version", code, stderr.String(), ExitBadConfig)
+	}
+}
+
+func TestLogsStayWithinTheMonitorsLimitsAndSayHowManyWereDropped(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		lines int
+		size  int
+	}{{"many lines", 3000, 10}, {"big lines", 100, 60 << 10}} {
+		mon := kittest.NewMonitor(t)
+		m := testModule(func(ctx context.Context, p Params, r *Report) error {
+			for i := 0; i < c.lines; i++ {
+				r.Logf("%d %s", i, strings.Repeat("x", c.size))
+				if i%500 == 0 {
+					time.Sleep(5 * time.Millisecond) // let the stream drain: no queue drops
+				}
+			}
+			return nil
+		})
+		code, stderr, out := runAgainst(t, mon, m, mon.Config("t", okParams, 5*time.Second))
+		if code != ExitOK || out.Err != nil {
+			t.Fatalf("%s: got exit %d, monitor error %v, stderr %q; want 0, nil", c.name, code, out.Err, stderr)
+		}
+		total := 0
+		for _, l := range out.Logs {
+			body, _ := jsonx.Marshal(l)
+			total += len(body)
+		}
+		if len(out.Logs) > wire.MaxLogMessages || total > wire.MaxLogBytes {
+			t.Errorf("%s: got %d logs of %d bytes; want at most %d and %d", c.name, len(out.Logs), total, wire.MaxLogMessages, wire.MaxLogBytes)
+		}
+		last := out.LogMessages()[len(out.Logs)-1]
+		sent := len(out.Logs) - 1
+		if want := fmt.Sprintf("%d log lines dropped", c.lines-sent); !strings.HasPrefix(last, want) {
+			t.Errorf("%s: last log: got %q; want it to start %q", c.name, last, want)
+		}
 	}
 }

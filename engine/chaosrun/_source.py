@@ -2,6 +2,10 @@
 
 YAML marks are 0-based; everything else in chaosrun is 1-based. The conversion happens
 here and nowhere else.
+
+Every scenario and inventory is loaded here, so the limits a YAML file must stay within
+(``MAX_YAML_BYTES``, ``MAX_YAML_DEPTH``, ``MAX_ALIAS_NODES``; docs/scenario.md, "Limits")
+are checked here too, before anything walks the document.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ from typing import Any
 import yaml
 
 from .errors import ChaosrunError
+
+# The limits of one YAML file (docs/scenario.md, "Limits"). The real scenarios are a few
+# KiB, a few levels deep and use no aliases; these are far above that and far below what
+# hurts. An alias costs nothing to compose (PyYAML shares the aliased node), but every walk
+# over the document expands it: nine levels of nine aliases (a 382-byte "billion laughs")
+# are 387 million nodes, which took 53 s and 2.8 GB before these limits.
+MAX_YAML_BYTES = 1024 * 1024  # of UTF-8 text
+MAX_YAML_DEPTH = 64  # collections nested in one another, aliases expanded
+MAX_ALIAS_NODES = 10_000  # nodes all the aliases of a document expand to, together
 
 
 @dataclass(frozen=True, order=True)
@@ -152,12 +165,21 @@ def load_yaml(text: str, file: str) -> Node:
     """Parse YAML text into a Node tree.
 
     Raises:
-        ScenarioErrors: invalid YAML, several documents, or duplicate keys (each
-            duplicate points at both occurrences).
+        ScenarioErrors: invalid YAML, several documents, duplicate keys (each duplicate
+            points at both occurrences), or a file beyond one of the limits (its size at
+            1:1, its nesting at the collection too deep, its aliases at the alias that
+            expands past ``MAX_ALIAS_NODES``).
     """
+    if len(text) > MAX_YAML_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
+        message = f"file larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB (the limit for a YAML file)"
+        raise ScenarioErrors([ScenarioError(message, Span(file, 1, 1))])
+    if "&" in text:  # no anchor, no alias: the nesting is checked while converting
+        crossed = _limit_error(text, file)
+        if crossed is not None:
+            raise ScenarioErrors([crossed])
     with gc_paused():
         try:
-            root = _compose(text)
+            root = _compose(text, file)
         except yaml.MarkedYAMLError as exc:
             raise ScenarioErrors([_yaml_error(exc, file)]) from None
         except yaml.YAMLError as exc:
@@ -178,14 +200,91 @@ def load_yaml(text: str, file: str) -> Node:
 _FAST_LOADER: type | None = getattr(yaml, "CSafeLoader", None)
 
 
-def _compose(text: str) -> yaml.Node | None:
+def _compose(text: str, file: str) -> yaml.Node | None:
     if _FAST_LOADER is not None:
         try:
             node: yaml.Node | None = yaml.compose(text, Loader=_FAST_LOADER)
             return node
-        except yaml.YAMLError:
-            pass
-    return yaml.compose(text, Loader=_Loader)
+        except yaml.YAMLError as exc:
+            if isinstance(exc, yaml.MarkedYAMLError) and exc.problem == _LIBYAML_TOO_DEEP and exc.problem_mark:
+                raise ScenarioErrors([_too_deep_before(text, file, exc.problem_mark)]) from None
+    try:
+        return yaml.compose(text, Loader=_Loader)
+    except RecursionError:
+        # PyYAML's composer recurses per level: only nesting far past MAX_YAML_DEPTH gets here
+        found = _limit_error(text, file, _Loader)
+        raise ScenarioErrors([found or _too_deep(Span(file, 1, 1))]) from None
+
+
+_LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"  # libyaml's own limit, 1000 levels
+
+
+def _too_deep_before(text: str, file: str, mark: yaml.Mark) -> ScenarioError:
+    """The depth error for a file libyaml refused at ``mark`` for its 1000 levels.
+
+    libyaml looks ahead for a key through the nested brackets and fails before its first
+    event, and PyYAML's scanner takes seconds over the same lookahead; the text up to
+    ``mark`` holds the collection too deep, and libyaml reads that in microseconds.
+    """
+    offset = 0
+    for _ in range(mark.line):
+        found = _LINE_BREAK.search(text, offset)
+        offset = found.end() if found else len(text)
+    return _limit_error(text[: offset + mark.column], file) or _too_deep(_span(file, mark))
+
+
+def _event_span(file: str, event: yaml.Event) -> Span:
+    mark = event.start_mark
+    return Span(file, mark.line + 1, mark.column + 1) if mark is not None else Span(file, 1, 1)
+
+
+def _too_deep(span: Span) -> ScenarioError:
+    return ScenarioError(f"YAML nested more than {MAX_YAML_DEPTH} levels deep", span)
+
+
+def _limit_error(text: str, file: str, loader: type | None = None) -> ScenarioError | None:
+    """Where the document first crosses ``MAX_YAML_DEPTH`` or ``MAX_ALIAS_NODES``, or None.
+
+    Read from the parser's events, the one place an alias still has its own position (the
+    composed tree holds the aliased node itself). Each anchor remembers how many nodes and
+    levels it spans, its own aliases expanded, so the count costs one step per event
+    however much the aliases would expand. Invalid YAML stops the count quietly: composing
+    the text reports it, with the loader's message.
+    """
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, levels) it expands to
+    open_: list[list[Any]] = []  # per open collection: [anchor, nodes, levels]
+    aliased = 0
+    try:
+        for event in yaml.parse(text, Loader=loader or _FAST_LOADER or _Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(open_) >= MAX_YAML_DEPTH:
+                    return _too_deep(_event_span(file, event))
+                open_.append([event.anchor, 1, 1])
+                continue
+            if isinstance(event, yaml.CollectionEndEvent):
+                anchor, nodes, levels = open_.pop()
+            elif isinstance(event, yaml.AliasEvent):
+                # an unknown anchor (or one still open: `&a [*a]`) is the composer's to report
+                anchor, (nodes, levels) = None, anchors.get(event.anchor or "", (1, 0))
+                aliased += nodes
+                if aliased > MAX_ALIAS_NODES:
+                    message = f"YAML aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)"
+                    return ScenarioError(message, _event_span(file, event))
+                if len(open_) + levels > MAX_YAML_DEPTH:
+                    return _too_deep(_event_span(file, event))
+            elif isinstance(event, yaml.ScalarEvent):
+                anchor, nodes, levels = event.anchor, 1, 0
+            else:  # stream and document events
+                continue
+            if anchor is not None:
+                anchors[anchor] = (nodes, levels)
+            if open_:
+                parent = open_[-1]
+                parent[1] += nodes
+                parent[2] = max(parent[2], levels + 1)
+    except yaml.YAMLError:
+        pass
+    return None
 
 
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # YAML 1.1 line breaks, as PyYAML counts them
@@ -272,6 +371,9 @@ def _convert(
     end = Span(file, end_mark.line + 1, end_mark.column + 1)
     if id(node) in active:  # an alias inside the collection it names: `&a [*a]`
         errors.append(ScenarioError("invalid YAML: recursive alias (a collection that contains itself)", span))
+        return Node(None, span, end)
+    if len(active) >= MAX_YAML_DEPTH and isinstance(node, yaml.CollectionNode):  # `active`: the enclosing ones
+        errors.append(_too_deep(span))
         return Node(None, span, end)
     if isinstance(node, yaml.MappingNode):
         inner = active | {id(node)}

@@ -1,9 +1,11 @@
-"""Command line: ``chaosrun lint|plan|run|verify|modules|audit|demo``.
+"""Command line: ``chaosrun lint|plan|run|verify|modules|audit|demo|lab``.
 
 Exit codes (``chaosrun.errors``): 0 success; 1 the scenario, the run or the check failed;
-2 a bad command line; 130 interrupted. Every error chaosrun raises on purpose derives from
-``ChaosrunError``, and ``main`` catches that one class: one line on stderr (one per
-position for scenario errors), the exit code its class says.
+2 a bad command line; 3 ``audit verify``: the log is intact but sealed by a key nobody
+trusts (no ``--key``, no local monitor key, no ``--trust-embedded``); 130 interrupted.
+Every error chaosrun raises on purpose derives from ``ChaosrunError``, and ``main``
+catches that one class: one line on stderr (one per position for scenario errors), the
+exit code its class says.
 
 Lint and plan never import the runtime (trio, asyncssh): ``run``, ``verify``, ``audit``
 and ``demo`` import it inside their functions.
@@ -24,16 +26,16 @@ import yaml
 
 from . import __version__
 from ._source import ScenarioError, ScenarioErrors, load_yaml
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ChaosrunError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTRUSTED, EXIT_USAGE, ChaosrunError
 from .inventory import Inventory, load_inventory, parse_inventory
 from .lint import check_scenario_text, lint_scenario, load_scenario
-from .modules import ModuleDecl, catalogue
+from .modules import MONITOR_NOTE, ModuleDecl, catalogue
 from .parse import read_source
 from .plan import build_plan, format_plan, plan_as_json
-from .scenario import Scenario, Section
+from .scenario import Scenario, Section, parse_duration
 from .session import new_seed, run_section
 
-COMMANDS = ("run", "verify", "lint", "plan", "modules", "audit", "demo")
+COMMANDS = ("run", "verify", "lint", "plan", "modules", "audit", "demo", "lab")
 
 
 def _print_errors(errors: Sequence[ScenarioError], fmt: str = "text") -> None:
@@ -131,6 +133,13 @@ def _load(args: argparse.Namespace) -> tuple[Scenario, Inventory | None]:
     return scenario, inventory
 
 
+def _duration_arg(flag: str, text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds is None or seconds <= 0:
+        raise UsageError(f"{flag} wants a duration such as 300s or 5m, got {text!r}")
+    return seconds
+
+
 def raise_fd_limit(wanted: int = 65536) -> int:
     """Raise this process's open-file limit toward the hard limit (each environment holds
     an SSH connection and a listener per running step). Returns the soft limit in force."""
@@ -167,6 +176,9 @@ def _run(args: argparse.Namespace, section: Section) -> int:
         section=section,
         parallel=args.parallel,
         key_path=Path(args.key) if args.key else None,
+        strict=getattr(args, "strict", False),
+        reboot=getattr(args, "reboot", False),
+        boot_timeout=_duration_arg("--boot-timeout", getattr(args, "boot_timeout", "300s")),
     )
     as_json = getattr(args, "format", "text") == "json"
     console = None if as_json else Console(highlight=False)
@@ -194,6 +206,9 @@ def report_as_json(report: Any) -> dict[str, Any]:
                 "ok": e.ok,
                 "points": e.points,
                 "max_points": e.max_points,
+                "integrity": e.integrity,
+                "signals": [s.as_json() for s in e.signals],
+                "zeroed": e.zeroed,
                 "steps": [
                     {
                         "id": s.id,
@@ -222,15 +237,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .auditcheck import verify_audit_log
+    from .auditcheck import KeyMismatchError, verify_audit_log
     from .run.signing import MonitorKeyError
 
+    key = Path(args.key) if args.key else None
     try:
-        verdict = verify_audit_log(Path(args.file), Path(args.key) if args.key else None)
+        verdict = verify_audit_log(Path(args.file), key, trust_embedded=args.trust_embedded)
+    except KeyMismatchError as exc:
+        raise UsageError(str(exc)) from None
     except MonitorKeyError as exc:  # the key to trust is part of the command line
         raise UsageError(f"cannot read the trusted key: {exc}") from None
     print(verdict.message)
-    return EXIT_OK if verdict.ok else EXIT_FAILED
+    if verdict.ok:
+        return EXIT_OK
+    return EXIT_UNTRUSTED if verdict.untrusted else EXIT_FAILED
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -246,11 +266,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _module_line(decl: ModuleDecl) -> str:
     first = decl.description.split(". ")[0].rstrip(".")
-    return f"  {decl.name:<18} {first}"
+    where = f" [from: {decl.where}]" if decl.kind.value == "probe" and decl.where != "target" else ""
+    return f"  {decl.name:<18} {first}{where}"
 
 
 def format_module(decl: ModuleDecl) -> str:
-    lines = [f"{decl.name} ({decl.kind.value})", f"  {decl.description}", "", "parameters:"]
+    lines = [f"{decl.name} ({decl.kind.value})", f"  {decl.description}"]
+    if decl.kind.value == "probe":
+        lines.append(f"  runs from: {decl.where}" + (f". {MONITOR_NOTE}" if "monitor" in decl.where else ""))
+    lines += ["", "parameters:"]
     if not decl.params:
         lines.append("  (none)")
     for p in decl.params:
@@ -303,6 +327,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    from .lab.cli import run_lab  # qemu VMs: nothing of it loads for the other commands
+
+    return run_lab(args)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaosrun", description="Agentless chaos for hands-on Linux exams.")
     parser.add_argument("--version", action="version", version=f"chaosrun {__version__}")
@@ -345,6 +375,16 @@ def _parser() -> argparse.ArgumentParser:
     scenario_args(p)
     runtime_args(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--strict", action="store_true", help="an environment whose integrity is suspect scores 0, with the reason"
+    )
+    p.add_argument("--reboot", action="store_true", help="reboot every target, wait until it is back, then grade")
+    p.add_argument(
+        "--boot-timeout",
+        default="300s",
+        metavar="DURATION",
+        help="how long a rebooted target has to answer again (300s); one that does not scores 0",
+    )
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("modules", help="the catalogue of chaos and probe modules")
@@ -355,7 +395,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="check an audit log")
     p.add_argument("action", choices=("verify",))
     p.add_argument("file", metavar="AUDIT.jsonl")
-    p.add_argument("--key", metavar="PATH", help="trusted monitor key (.pub or private); default the local monitor key")
+    trust = p.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--key", metavar="PATH", help="trusted monitor key (.pub or private); default the local monitor key"
+    )
+    trust.add_argument(
+        "--trust-embedded", action="store_true", help="trust the key embedded in the log's seal (its id is printed)"
+    )
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("demo", help="run the bundled demo against a throwaway local testenv")
@@ -369,6 +415,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the temporary testenv folder for inspection")
     p.add_argument("--plain", action="store_true", help="plain log lines instead of the live table")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("lab", help="disposable real Debian VMs (qemu) for authors, tests and the demo")
+    lab = p.add_subparsers(dest="lab_action", required=True, metavar="ACTION")
+    q = lab.add_parser("up", help="boot one VM per role of SCENARIO (and environment); write an inventory")
+    q.add_argument("scenario", nargs="?", metavar="SCENARIO.yml", help="its roles and probe ports (else one 'target')")
+    q.add_argument("-o", "--output", required=True, metavar="INVENTORY.yml", help="the inventory to write")
+    q.add_argument("--envs", type=int, default=1, metavar="N", help="environments, each with a VM per role (1)")
+    q.add_argument("--memory", type=int, default=1024, metavar="MiB", help="memory per VM (1024)")
+    q.add_argument("--cpus", type=int, default=2, metavar="N", help="virtual CPUs per VM (2)")
+    q.add_argument("--port", type=int, action="append", metavar="PORT", help="forward this port too (repeatable)")
+    q.add_argument("--ssh-port", type=int, default=22, metavar="PORT", help="host port for the guest's SSH (22)")
+    q.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="qemu accelerator ($CHAOSRUN_LAB_ACCEL; auto)")
+    q.add_argument("--boot-timeout", default="300s", metavar="DURATION", help="until each VM answers SSH (300s)")
+    q = lab.add_parser("status", help="each VM of a lab: running, pid, address, uptime, SSH")
+    q.add_argument("-i", "--inventory", required=True, metavar="INVENTORY.yml")
+    q.add_argument("--format", choices=("text", "json"), default="text")
+    q = lab.add_parser("down", help="stop a lab's VMs and remove their overlays")
+    q.add_argument("-i", "--inventory", required=True, metavar="INVENTORY.yml")
+    p.set_defaults(func=cmd_lab)
     return parser
 
 

@@ -18,8 +18,10 @@ The classes themselves live beside the code that raises them (``ScenarioError`` 
     ├── SshError                        an SSH operation failed, naming the host
     ├── AuditError                      the audit log could not be written
     ├── MonitorKeyError                 the monitor's signing key is unusable
+    │   └── KeyMismatchError            a key file and the .pub beside it differ  (exit 2)
     ├── RunError                        the run as a whole cannot go on
     ├── StepFailed                      one step attempt failed (stays inside the run)
+    ├── ProbeError                      a probe from the monitor could not run (stays inside the step)
     └── LocalSshdError                  the demo's / tests' local sshd did not start
 """
 
@@ -27,11 +29,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "ChaosrunError"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNTRUSTED", "EXIT_USAGE", "ChaosrunError"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the scenario, the run or the check failed
 EXIT_USAGE = 2  # the command line was wrong
+# `audit verify`: the log is intact, but sealed by a key nobody said to trust (no --key,
+# no local monitor key, no --trust-embedded): anyone can re-seal a log they rewrote
+EXIT_UNTRUSTED = 3
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 

@@ -17,7 +17,7 @@ from ._source import ScenarioError, ScenarioErrors, Span, gc_paused
 from .expr import EvalError, Expr, NameRef, Template, has_interpolation, iter_leaves, iter_templates, render_static
 from .modules import ModuleDecl, ModuleKind, catalogue
 from .parse import parse_scenario, read_source
-from .scenario import Scenario, Section, Step, StepKind
+from .scenario import Origin, Scenario, Section, Step, StepKind
 
 ROOT_NAMES = ("vars", "steps", "target", "env", "result")
 STEP_FIELDS = ("ok", "status", "result", "duration")
@@ -195,13 +195,18 @@ class _Linter:
         if "expect" in keys and step.kind is not StepKind.PROBE:
             self.errors.append(ScenarioError(f"{where}: expect is only for probes", keys["expect"]))
         if step.kind in (StepKind.WAIT, StepKind.ONE_OF):
-            for key in ("with", "target"):
+            for key in ("with", "target", "from"):
                 if key in keys:
                     self.errors.append(ScenarioError(f"{where}: a {step.kind.value} step takes no {key!r}", keys[key]))
+        if step.kind is StepKind.CHAOS and "from" in keys:
+            self.errors.append(
+                ScenarioError(f"{where}: chaos always runs on the target; 'from' is only for probes", keys["from"])
+            )
         decl = self._module(step) if step.kind in (StepKind.CHAOS, StepKind.PROBE) else None
         if step.kind in (StepKind.CHAOS, StepKind.PROBE):
             self._target(step)
         if decl is not None:
+            self._origin(step, decl)
             self._params(step, decl)
         # names used by this step's expressions
         if step.when is not None:
@@ -239,6 +244,27 @@ class _Linter:
                 )
             )
         return decl
+
+    def _origin(self, step: Step, decl: ModuleDecl) -> None:
+        """A probe runs where its declaration's ``x-from`` allows (``from:``, default target)."""
+        if step.kind is not StepKind.PROBE or decl.kind is not ModuleKind.PROBE or decl.runs_from(step.origin):
+            return
+        if step.origin is Origin.MONITOR:
+            able = [n for n, d in self.modules.items() if d.kind is ModuleKind.PROBE and d.runs_from(Origin.MONITOR)]
+            self.errors.append(
+                ScenarioError(
+                    f"{decl.name} runs only on the target, not from the monitor",
+                    step.keys["from"],
+                    f"from: monitor takes {', '.join(able) or 'no probe'}",
+                )
+            )
+        else:
+            self.errors.append(
+                ScenarioError(
+                    f"{decl.name} runs only from the monitor; write 'from: monitor'",
+                    step.keys.get("from") or step.module_span or step.span,
+                )
+            )
 
     def _target(self, step: Step) -> None:
         roles = self.s.targets

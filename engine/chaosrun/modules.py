@@ -4,6 +4,11 @@
 module's kind, description, parameters and result fields: lint checks ``with:`` against
 it, ``chaosrun modules`` prints it, the docs are generated from it, and the Go binary
 embeds it and checks its parameters again at run time.
+
+Probes that run only on the monitor (``from: monitor``; no binary, so no folder in
+``chaos_go/``) are declared the same way in ``schemas/monitor_probes/<name>.schema.json``.
+``x-from`` says where a probe can run: ``["target"]`` (the default), ``["monitor"]``, or
+both; ``run.monitor`` implements the monitor side.
 """
 
 from __future__ import annotations
@@ -20,6 +25,15 @@ import jsonschema
 
 from . import _schema
 from ._resources import data_dir
+from .scenario import Origin
+
+MONITOR_PROBES = "monitor_probes"  # the folder of schemas/ holding monitor-only declarations
+#: What every probe run ``from: monitor`` has in common (``chaosrun modules`` and docs/modules.md).
+MONITOR_NOTE = (
+    "From the monitor (`from: monitor`), `host` is an address as the monitor sees it and defaults "
+    "to the target's address, target.host (port_open's 127.0.0.1 is its default on the target "
+    "only); file parameters name files on the monitor."
+)
 
 
 class ModuleKind(enum.Enum):
@@ -57,10 +71,19 @@ class ModuleDecl:
     params: tuple[Param, ...]
     results: tuple[ResultField, ...]
     path: Path
+    origins: tuple[Origin, ...] = (Origin.TARGET,)  # x-from: where it can run
 
     @property
     def validator(self) -> jsonschema.Draft202012Validator:
         return _validator(self.path)
+
+    def runs_from(self, origin: Origin) -> bool:
+        return origin in self.origins
+
+    @property
+    def where(self) -> str:
+        """Where it runs, as ``from:`` spells it: ``target``, ``monitor`` or ``target, monitor``."""
+        return ", ".join(o.value for o in self.origins)
 
 
 @cache
@@ -80,23 +103,37 @@ def _type_name(spec: Mapping[str, Any]) -> str:
         return "|".join(kind)
     if kind == "array":
         return f"list of {spec.get('items', {}).get('type', 'any')}"
+    if kind == "object" and isinstance(spec.get("additionalProperties"), Mapping):
+        return f"map of {spec['additionalProperties'].get('type', 'any')}"
     return str(kind)
 
 
-def parse_declaration(path: Path) -> ModuleDecl:
-    """Read one ``params.schema.json``.
+def _origins(data: Mapping[str, Any], path: Path, kind: ModuleKind) -> tuple[Origin, ...]:
+    raw = data.get("x-from", ["target"])
+    names = [o.value for o in Origin]
+    if not isinstance(raw, list) or not raw or not all(v in names for v in raw) or len(set(raw)) != len(raw):
+        raise ValueError(f"{path}: x-from must be a list of 'target' and/or 'monitor'")
+    if kind is ModuleKind.CHAOS and raw != ["target"]:
+        raise ValueError(f"{path}: chaos runs on the target only (x-from)")
+    return tuple(Origin(v) for v in raw)
+
+
+def parse_declaration(path: Path, *, name: str | None = None) -> ModuleDecl:
+    """Read one declaration: a module's ``params.schema.json``, named by its folder, or
+    a monitor probe's ``schemas/monitor_probes/<name>.schema.json`` (``name`` given).
 
     Raises:
         ValueError: the declaration is malformed (a bug in the module, not the scenario).
     """
     data = _read(path)
-    name = path.parent.name
+    name = name or path.parent.name
     if data.get("title", name) != name:
-        raise ValueError(f"{path}: title {data.get('title')!r} differs from folder name {name!r}")
+        raise ValueError(f"{path}: title {data.get('title')!r} differs from its name {name!r}")
     try:
         kind = ModuleKind(data["x-kind"])
     except (KeyError, ValueError):
         raise ValueError(f"{path}: x-kind must be 'chaos' or 'probe'") from None
+    origins = _origins(data, path, kind)
     required = set(data.get("required", []))
     params = tuple(
         Param(
@@ -123,13 +160,33 @@ def parse_declaration(path: Path) -> ModuleDecl:
         params=params,
         results=results,
         path=path,
+        origins=origins,
     )
 
 
+def _monitor_declaration(path: Path) -> ModuleDecl:
+    decl = parse_declaration(path, name=path.name.removesuffix(".schema.json"))
+    if decl.kind is not ModuleKind.PROBE or decl.origins != (Origin.MONITOR,):
+        raise ValueError(f'{path}: a declaration without Go code is a probe with x-from ["monitor"]')
+    return decl
+
+
 @cache
-def catalogue(root: Path | None = None) -> Mapping[str, ModuleDecl]:
-    """Every module under ``chaos_go/modules/``, by name, in catalogue order (kind, rank)."""
+def catalogue(root: Path | None = None, monitor_root: Path | None = None) -> Mapping[str, ModuleDecl]:
+    """Every module under ``chaos_go/modules/`` and every monitor-only probe under
+    ``schemas/monitor_probes/``, by name, in catalogue order (kind, rank).
+
+    Raises:
+        ValueError: a declaration is malformed, or two declare the same name.
+    """
     base = (root or data_dir("chaos_go")) / "modules"
+    monitor = monitor_root or data_dir("schemas") / MONITOR_PROBES
     decls = [parse_declaration(p) for p in sorted(base.glob("*/params.schema.json"))]
+    decls += [_monitor_declaration(p) for p in sorted(monitor.glob("*.schema.json"))]
     decls.sort(key=lambda d: (d.kind != ModuleKind.CHAOS, d.rank, d.name))
-    return {d.name: d for d in decls}
+    found: dict[str, ModuleDecl] = {}
+    for d in decls:
+        if d.name in found:
+            raise ValueError(f"{d.path}: module {d.name!r} is also declared in {found[d.name].path}")
+        found[d.name] = d
+    return found

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from . import _schema
-from ._source import Node, ScenarioError, ScenarioErrors, Span, load_yaml
+from ._source import MAX_YAML_BYTES, Node, ScenarioError, ScenarioErrors, Span, load_yaml
 from .expr import Expr, ExprError, Template, compile_expr, compile_template, has_interpolation
 from .scenario import (
     DEFAULT_CALLBACK_TIMEOUT,
     DEFAULT_PORTS,
     DEFAULT_TIMEOUT,
     MonitorSettings,
+    Origin,
     Scenario,
     Section,
     Step,
@@ -30,6 +31,7 @@ from .scenario import (
 )
 
 _KIND_KEYS = ("chaos", "probe", "wait", "one_of")
+_ORIGINS = {o.value: o for o in Origin}
 
 
 def text_origin(node: Node) -> Span:
@@ -46,7 +48,9 @@ def read_source(path: str | os.PathLike[str]) -> tuple[str, str]:
     name = str(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            return fh.read(), name
+            # a character is at least a byte: one past the limit is enough for load_yaml to
+            # refuse the file, however large it is (or endless: /dev/zero)
+            return fh.read(MAX_YAML_BYTES + 1), name
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ScenarioErrors([ScenarioError(f"cannot read file: {reason}", Span(name, 1, 1))]) from None
@@ -194,6 +198,7 @@ def _step(node: Node, section: Section, c: _Collector, group: str | None = None)
             options = tuple(s for s in built if s is not None)
     wait = c.duration(node.at("wait"), 0.0) if kind is StepKind.WAIT else None
     target_node = node.at("target")
+    origin = _ORIGINS.get(_opt(node, "from", str, ""), Origin.TARGET)  # the schema reported a bad value
     return Step(
         id=step_id,
         span=node.span,
@@ -217,6 +222,7 @@ def _step(node: Node, section: Section, c: _Collector, group: str | None = None)
         group=group,
         description=_opt(node, "description", str, ""),
         keys=dict(node.key_spans),
+        origin=origin,
     )
 
 

@@ -17,6 +17,7 @@ from ._source import ScenarioError, ScenarioErrors, Span
 from .expr import And, EvalError, Expr, Template, map_templates
 from .inventory import Inventory, absolute
 from .scenario import (
+    Origin,
     Scenario,
     Section,
     Step,
@@ -50,6 +51,7 @@ class PlannedStep:
     wait: float | None
     level: int  # 1 + the longest chain of `after` above it: steps of one level may run together
     skipped_options: tuple[str, ...] = ()  # one_of: the options not picked
+    origin: Origin = Origin.TARGET  # `from:`: a probe run by the monitor against target.host
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,7 @@ def _plan_section(
                 wait=chosen.wait,
                 level=levels[slot],
                 skipped_options=skipped,
+                origin=chosen.origin,
             )
         )
     return tuple(out)
@@ -283,7 +286,12 @@ def _step_line(step: PlannedStep) -> str:
     if step.kind is StepKind.WAIT:
         what = f"wait {format_duration(step.wait or 0)}"
     else:
-        on = f" on {step.target.role} ({step.target.user}@{step.target.host}:{step.target.port})" if step.target else ""
+        if step.origin is Origin.MONITOR:
+            on = f" from monitor to {step.target.role} ({step.target.host})" if step.target else " from monitor"
+        elif step.target:
+            on = f" on {step.target.role} ({step.target.user}@{step.target.host}:{step.target.port})"
+        else:
+            on = ""
         what = f"{step.kind.value} {step.module}{on}"
     parts = [f"{step.id:<16} {what}"]
     if step.params:
@@ -347,6 +355,7 @@ def _json_step(step: PlannedStep) -> dict[str, Any]:
         "line": step.span.line,
         "kind": step.kind.value,
         "module": step.module,
+        "from": step.origin.value,
         "target": step.target.role if step.target else None,
         "host": f"{step.target.host}:{step.target.port}" if step.target else None,
         "params": map_templates(step.params, lambda template: {"template": template.source}),

@@ -48,6 +48,14 @@ class StepKind(enum.Enum):
     ONE_OF = "one_of"
 
 
+class Origin(enum.Enum):
+    """Where a probe runs (``from:``): on the target, as a module binary, or on the monitor,
+    which reaches the target over the network as anyone else would."""
+
+    TARGET = "target"
+    MONITOR = "monitor"
+
+
 class Section(enum.Enum):
     STEPS = "steps"
     VERIFY = "verify"
@@ -111,6 +119,7 @@ class Step:
     group: str | None = None  # id of the enclosing one_of
     description: str = ""
     keys: Mapping[str, Span] = field(default_factory=dict)  # span of each key as written
+    origin: Origin = Origin.TARGET  # `from:`; lint allows monitor on probes that declare it
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ the ``exam`` fixture) that no binary and no listening port is left behind.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import ctypes.util
@@ -23,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from e2e_support import Exam, RunResult, free_port
 
 from chaosrun.run import deploy
 from chaosrun.run.audit import verify_file
-from chaosrun.run.wire import MAGIC, seal
+from chaosrun.run.wire import C2M, MAGIC, config_sha256, hello_proof, seal, session_keys, transcript_sha256
 
 SLOW = "{command: 'sleep 1.5; echo done', timeout_ms: 20000}"
 
@@ -129,9 +131,10 @@ def assert_step_unharmed(r: RunResult, step: str = "real") -> None:
 def test_a_spoofed_callback_with_a_guessed_token_and_key_is_rejected(exam: Exam, callback_mode: str) -> None:
     def attack(port: int) -> None:
         with connect(port) as s:
-            challenge = b"\0" * 16  # the attacker does not know it, nor the key
+            challenge = b"\0" * 16  # the attacker does not know it, nor the session key
             s.sendall(
-                seal(
+                os.urandom(32)  # a "binary key": without the step's monitor key, no session key follows
+                + seal(
                     os.urandom(32),
                     challenge,
                     b"c2m",
@@ -161,7 +164,7 @@ def test_garbage_truncated_and_oversized_frames_are_dropped(
 ) -> None:
     def attack(port: int) -> None:
         with connect(port) as s:
-            s.sendall(payload)
+            s.sendall(os.urandom(32) + payload)  # after the binary's public key, the frames
             s.shutdown(socket.SHUT_WR)
             with contextlib.suppress(OSError):
                 s.recv(100)
@@ -243,11 +246,12 @@ class Proxy(threading.Thread):
                     if record:
                         self.client_bytes = seen
                     up.sendall(data)
-                    if not fired and self.on_first_frame and len(seen) >= 4:
-                        size = struct.unpack(">I", seen[:4])[0]
-                        if len(seen) >= 4 + size:
+                    # The binary's public key (32 bytes), then frame 0, the hello.
+                    if not fired and self.on_first_frame and len(seen) >= 36:
+                        size = struct.unpack(">I", seen[32:36])[0]
+                        if len(seen) >= 36 + size:
                             fired = True
-                            self.on_first_frame(hello, seen[: 4 + size])
+                            self.on_first_frame(hello, seen[: 36 + size])
                 up.shutdown(socket.SHUT_WR)
             done.wait(10)
             conn.close()
@@ -372,7 +376,7 @@ def test_nothing_secret_is_visible_in_proc_and_no_binary_is_on_disk_while_a_step
         time.sleep(0.7)  # the probe is now blocked reading the fifo: it is running
         assert configs, "no step config was made"
         cfg = configs[0]
-        secrets_ = {"token": cfg["token"].encode(), "key": cfg["key"].encode(), "parameter": marker.encode()}
+        secrets_ = {"token": cfg["token"].encode(), "key": cfg["monitor_key"].encode(), "parameter": marker.encode()}
         for pid_dir in Path("/proc").iterdir():
             if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
                 continue
@@ -391,7 +395,7 @@ def test_nothing_secret_is_visible_in_proc_and_no_binary_is_on_disk_while_a_step
     assert_step_unharmed(r)
     assert findings == []
     log = r.audit_path.read_text() if r.audit_path else ""
-    assert configs[0]["token"] not in log and configs[0]["key"] not in log
+    assert configs[0]["token"] not in log and configs[0]["monitor_key"] not in log
 
 
 def test_hostile_module_output_cannot_paint_the_terminal_or_forge_audit_records(exam: Exam, callback_mode: str) -> None:
@@ -415,11 +419,11 @@ def test_a_full_or_read_only_temp_dir_fails_the_step_clearly_and_leaves_nothing(
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], check=True)
     try:
         s = scenario(exam, "  - {id: real, target: web, probe: command, with: {command: 'true'}}\n")
-        for folder, words in ((small, ("no space", "failure")), (ro, ("read-only", "permission", "failure"))):
+        for folder, start in ((small, "No space left on device in "), (ro, "read-only file system: cannot deploy to ")):
             r = exam.chaosrun("run", s, "-i", exam.inventory(["web"], tmp_dir=str(folder)), "--plain")
             end = r.step_end("real")
             assert end["status"] == "failed"
-            assert "deploy" in end["reason"] and any(w in end["reason"].lower() for w in words), end
+            assert end["reason"].startswith(f"{start}{folder} on "), end  # the cause, named before the upload
             assert list(folder.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=False)
@@ -466,3 +470,47 @@ def test_the_ssh_connection_dropped_mid_upload_fails_the_step_and_cleanup_reconn
         ), end
     cleanup = r.events("cleanup")
     assert cleanup and cleanup[0]["removed"] in (True, "unlinked before exec"), cleanup
+
+
+def test_a_thief_who_read_the_config_and_proves_the_token_too_fails_the_step(
+    exam: Exam, monkeypatch: pytest.MonkeyPatch, callback_mode: str
+) -> None:
+    """Root read the step's config off the binary's stdin pipe and speaks for the binary
+    as well: the second valid proof of the token is refused, and the step fails."""
+    configs: list[bytes] = []
+    real_config = deploy.step_config
+
+    def recording(**kw: Any) -> bytes:
+        line = real_config(**kw)
+        configs.append(line)
+        return line
+
+    monkeypatch.setattr(deploy, "step_config", recording)
+
+    def steal(port: int) -> None:
+        while not configs:
+            time.sleep(0.005)
+        time.sleep(0.5)  # the real binary has proved the token and runs its probe
+        cfg = json.loads(configs[0])
+        host, dial = cfg["monitor"].rsplit(":", 1)
+        monitor_key = base64.b64decode(cfg["monitor_key"])
+        with socket.create_connection((host, int(dial)), timeout=10) as s:
+            challenge = s.recv(20, socket.MSG_WAITALL)[4:]
+            mine = X25519PrivateKey.generate()
+            me = mine.public_key().public_bytes_raw()
+            c2m, _ = session_keys(
+                mine.exchange(X25519PublicKey.from_public_bytes(monitor_key)), challenge, monitor_key, me
+            )
+            transcript = transcript_sha256(challenge, monitor_key, me, cfg["run"], cfg["step"])
+            hello = {"t": "hello", "run": cfg["run"], "step": cfg["step"], "proof": hello_proof(cfg["token"], transcript),
+                     "config_sha256": config_sha256(configs[0]), "exe_sha256": "0" * 64}  # fmt: skip
+            s.sendall(me + seal(c2m, challenge, C2M, 0, hello, True))
+            s.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                s.recv(10)
+
+    r, _ = attack_and_run(exam, steal)
+    end = r.step_end("real")
+    assert end["status"] == "failed" and end["reason"].startswith("token already used"), end
+    assert "token already used" in rejected(r)
+    assert r.audit_path is not None and verify_file(r.audit_path).ok

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from chaosrun.cli import main
+from chaosrun.errors import EXIT_UNTRUSTED, EXIT_USAGE
 from chaosrun.run.audit import AuditError, open_audit, verify_file
 from chaosrun.run.signing import load_or_create_key, load_public
 
@@ -137,3 +138,146 @@ def test_a_group_readable_monitor_key_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(MonitorKeyError, match="chmod 600"):
         load_or_create_key(key_path)
+
+
+# -- who sealed it: a rewritten log re-sealed with the attacker's own key ---------------------
+
+
+async def _graded_log(tmp_path: Path) -> tuple[Path, Path]:
+    """A real verify run on the local connector whose one probe fails: 0 of 3 points."""
+    import platform
+
+    from chaosrun.build import Builder, goarch_for
+    from chaosrun.lint import check_scenario_text
+    from chaosrun.plan import build_plan
+    from chaosrun.run.local import LocalConnector
+    from chaosrun.run.model import RunOptions
+    from chaosrun.run.runner import run_plan
+    from chaosrun.scenario import Section
+
+    Builder().build("file_exists", "linux", goarch_for(platform.machine()))
+    (tmp_path / "target-tmp").mkdir()
+    text = (
+        "version: 1\nname: graded\n"
+        f"targets:\n  web: {{host: 127.0.0.1, tmp_dir: {tmp_path / 'target-tmp'}}}\n"
+        "verify:\n"
+        f"  - {{id: fixed, target: web, probe: file_exists, with: {{path: {tmp_path / 'nope'}}},"
+        " expect: result.exists, points: 3}\n"
+    )
+    scenario, errors = check_scenario_text(text, "graded.yaml")
+    assert scenario is not None and not errors, [str(e) for e in errors]
+    key_path = tmp_path / "keys" / "monitor_ed25519"
+    options = RunOptions(
+        audit_dir=tmp_path / "audit", section=Section.VERIFY, connector=LocalConnector(), key_path=key_path
+    )
+    report = await run_plan(build_plan(scenario, seed=1), options)
+    assert report.audit_path is not None and not report.ok
+    return report.audit_path, key_path
+
+
+def _forge_full_points(path: Path, attacker: Path) -> str:
+    """Rewrite the log as a candidate who is root on the monitor would: every point
+    awarded, the chain recomputed, a new seal by ``attacker``'s key. Returns its key id."""
+    from chaosrun.run import signing
+    from chaosrun.run.audit import GENESIS, encode, line_hash
+
+    key = load_or_create_key(attacker)
+    records = [json.loads(line) for line in path.read_text().splitlines()][:-1]  # the seal goes
+    for record in records:
+        if record["event"] == "step_end" and "points" in record:
+            record.update(status="ok", reason=None, points=3.0)
+        if record["event"] == "run_end":
+            record.update(ok=True, points=record["max_points"])
+            for env in record["environments"].values():
+                env.update(ok=True, points=env["max_points"])
+    lines, prev = [], GENESIS
+    for record in records:
+        record["prev"] = prev
+        lines.append(encode(record))
+        prev = line_hash(lines[-1])
+    public = key.public_key()
+    seal = {"seq": len(records), "ts": records[-1]["ts"], "run": records[-1]["run"], "event": "seal", "head": prev}
+    seal.update(key_id=signing.key_id(public), public_key=signing.public_b64(public), sig=signing.sign(key, prev))
+    seal["prev"] = prev
+    lines.append(encode(seal))
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return signing.key_id(public)
+
+
+@pytest.fixture
+def no_local_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No monitor key at $CHAOSRUN_KEY or the default path: nobody is trusted unless named."""
+    monkeypatch.delenv("CHAOSRUN_KEY", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+async def test_a_log_rewritten_to_full_points_and_resealed_is_untrusted_without_a_key_and_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_local_key: None
+) -> None:
+    path, _ = await _graded_log(tmp_path)
+    forged = _forge_full_points(path, tmp_path / "attacker" / "k")
+    assert json.loads(path.read_text().splitlines()[-2])["points"] == 3.0
+    assert main(["audit", "verify", str(path)]) == EXIT_UNTRUSTED == 3
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path}: ") and "chain intact" in out
+    assert f"sealed by key {forged} that nobody trusts (pass --key" in out and "--trust-embedded" in out
+    assert "OK" not in out
+
+
+async def test_the_resealed_log_fails_against_the_real_monitor_key_naming_both_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_local_key: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, key_path = await _graded_log(tmp_path)
+    forged = _forge_full_points(path, tmp_path / "attacker" / "k")
+    from chaosrun.run.signing import key_id
+
+    real = key_id(load_public(key_path))
+    seal_line = len(path.read_text().splitlines())
+    want = f"{path}:{seal_line}: signed by key {forged}, not the trusted key {real}\n"
+    for key in (key_path, key_path.with_name(key_path.name + ".pub")):  # private or public half
+        assert main(["audit", "verify", str(path), "--key", str(key)]) == 1
+        assert capsys.readouterr().out == want
+    monkeypatch.setenv("CHAOSRUN_KEY", str(key_path))  # the local monitor key is trusted too
+    assert main(["audit", "verify", str(path)]) == 1
+    assert capsys.readouterr().out == want
+
+
+async def test_trust_embedded_accepts_the_resealed_log_but_names_the_key_it_trusted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_local_key: None
+) -> None:
+    path, _ = await _graded_log(tmp_path)
+    forged = _forge_full_points(path, tmp_path / "attacker" / "k")
+    assert main(["audit", "verify", str(path), "--trust-embedded"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path}: OK, ") and f"sealed by key {forged} (embedded in the log, trusted as asked)" in out
+
+
+async def test_the_genuine_log_is_untrusted_without_a_key_and_ok_with_the_monitor_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_local_key: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, key_path = await _graded_log(tmp_path)
+    from chaosrun.run.signing import key_id
+
+    real = key_id(load_public(key_path))
+    assert main(["audit", "verify", str(path)]) == 3
+    assert f"sealed by key {real} that nobody trusts" in capsys.readouterr().out
+    assert main(["audit", "verify", str(path), "--key", str(key_path)]) == 0
+    records = len(path.read_text().splitlines())
+    assert capsys.readouterr().out == f"{path}: OK, {records} records, chain intact, sealed by trusted key {real}\n"
+    monkeypatch.setenv("CHAOSRUN_KEY", str(key_path))
+    assert main(["audit", "verify", str(path)]) == 0
+
+
+async def test_a_private_key_whose_pub_beside_it_is_another_key_is_a_usage_error_naming_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_local_key: None
+) -> None:
+    path, key_path = await _graded_log(tmp_path)
+    _forge_full_points(path, tmp_path / "attacker" / "k")
+    beside = key_path.with_name(key_path.name + ".pub")
+    attacker_pub = (tmp_path / "attacker" / "k.pub").read_text()
+    beside.write_text(attacker_pub)  # the forger swapped the .pub next to the real key
+    assert main(["audit", "verify", str(path), "--key", str(key_path)]) == EXIT_USAGE == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"chaosrun: {key_path} holds key ") and f"but {beside} beside it holds key " in err
+    assert len(err.splitlines()) == 1

@@ -466,3 +466,106 @@ async def test_a_binary_stopped_mid_step_is_recorded_as_still_running_and_termin
     (exec_record,) = ran.events("exec")
     assert exec_record["still_running"] == "when the step ended"
     assert exec_record["ended"] == "terminated by the monitor"
+
+
+# -- integrity: what an honest run would not show ------------------------------------------------
+
+
+async def test_a_binary_killed_before_it_reports_makes_the_environment_suspect(room: Room) -> None:
+    ran = await room.run("""
+        steps:
+          - {id: fine, target: web, probe: command, with: {command: 'true'}}
+          - {id: crash, target: web, probe: command, with: {command: 'kill -9 $PPID; sleep 5'}}
+    """)
+    env = ran.report.environments[0]
+    assert env.integrity == "suspect"
+    assert [(s.step, s.signal) for s in env.signals] == [("crash", "binary_killed")]
+    assert [(r["step"], r["signal"]) for r in ran.events("signal")] == [("crash", "binary_killed")]
+    assert ran.events("run_end")[0]["environments"]["default"]["integrity"] == "suspect"
+
+
+async def test_a_binary_stopped_mid_step_is_a_signal_not_just_a_timeout(room: Room) -> None:
+    ran = await room.run("""
+        steps:
+          - {id: held, target: web, probe: command, timeout: 700ms, with: {command: 'kill -STOP $PPID; sleep 5'}}
+    """)
+    assert ran.step("held").status is StepStatus.TIMEOUT
+    assert [(s.step, s.signal) for s in ran.report.environments[0].signals] == [("held", "binary_stopped")]
+
+
+async def test_a_stranger_on_the_callback_port_is_refused_and_flagged(room: Room) -> None:
+    body = "steps:\n  - {id: slow, target: web, probe: command, with: {command: 'sleep 1'}}\n"
+    reports: list[Ran] = []
+
+    async def run() -> None:
+        reports.append(await room.run(body))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        with trio.fail_after(10):
+            while True:
+                logs = list(room.audit_dir.glob("*.jsonl")) if room.audit_dir.exists() else []
+                listen = [
+                    r for log in logs for r in map(json.loads, log.read_text().splitlines()) if r["event"] == "listen"
+                ]
+                if listen:
+                    break
+                await trio.sleep(0.01)
+        host, port = listen[0]["address"].rsplit(":", 1)
+        stranger = await trio.open_tcp_stream(host, int(port))
+        await stranger.send_all(b"\x00\x00\x00\x40" + b"x" * 64)  # a frame no key opens
+        await stranger.aclose()
+    (ran,) = reports
+    assert ran.step("slow").status is StepStatus.OK, "the real binary still got through"
+    assert [(s.step, s.signal) for s in ran.report.environments[0].signals] == [("slow", "callback_rejected")]
+
+
+async def test_strict_scores_a_suspect_environment_zero_and_says_why(room: Room) -> None:
+    body = """
+        steps: []
+        verify:
+          - {id: good, target: web, probe: command, with: {command: 'true'}, expect: result.exit_status == 0, points: 3}
+          - {id: crash, target: web, probe: command, with: {command: 'kill -9 $PPID'}, points: 2}
+    """
+    lenient = await room.run(body, section=Section.VERIFY)
+    env = lenient.report.environments[0]
+    assert (env.points, env.max_points, env.integrity, env.zeroed) == (3, 5, "suspect", None)
+    text = room.scenario(body)
+    scenario, _ = check_scenario_text(text, "semantics.yaml")
+    assert scenario is not None
+    options = RunOptions(
+        audit_dir=room.audit_dir, section=Section.VERIFY, connector=LocalConnector(), key_path=room.key, strict=True
+    )
+    report = await run_plan(build_plan(scenario, seed=1), options)
+    strict = report.environments[0]
+    assert (strict.points, strict.max_points) == (0, 5)
+    assert strict.zeroed == "suspect (--strict): binary_killed in crash"
+
+
+def test_a_step_far_slower_than_elsewhere_is_a_timing_outlier() -> None:
+    from chaosrun.run.integrity import timing_outliers
+
+    durations = {f"env-{i}": {"s": 1.0 + i * 0.1, "t": 2.0} for i in range(5)}
+    durations["env-slow"] = {"s": 30.0, "t": 2.1}
+    found = list(timing_outliers(durations))
+    assert [(env, sig.step, sig.signal) for env, sig in found] == [("env-slow", "s", "timing_outlier")]
+    assert list(timing_outliers({"a": {"s": 1.0}, "b": {"s": 60.0}})) == [], "two environments are no baseline"
+
+
+async def test_verify_reboot_never_reboots_the_monitor_itself(room: Room) -> None:
+    """The local connector's target is this machine: same boot id, so no reboot, and the
+    probes score 0 with the reason (a real reboot is tested on lab VMs, tests/lab)."""
+    text = room.scenario("""
+        steps: []
+        verify:
+          - {id: up, target: web, probe: command, with: {command: 'true'}, points: 2}
+    """)
+    scenario, _ = check_scenario_text(text, "semantics.yaml")
+    assert scenario is not None
+    options = RunOptions(
+        audit_dir=room.audit_dir, section=Section.VERIFY, connector=LocalConnector(), key_path=room.key, reboot=True
+    )
+    report = await run_plan(build_plan(scenario, seed=1), options)
+    up = report.environments[0].steps[0]
+    assert (up.status, up.points) == (StepStatus.FAILED, 0)
+    assert up.reason == "127.0.0.1 is the monitor's own machine (same boot id): chaosrun does not reboot the monitor"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from chaosrun.cli import main
-from chaosrun.errors import EXIT_FAILED, EXIT_USAGE
+from chaosrun.errors import EXIT_FAILED, EXIT_UNTRUSTED, EXIT_USAGE
 
 OK = "version: 1\nname: t\nsteps:\n  - { id: p, wait: 1s }\n"
 BAD = "version: 1\nname: t\nsteps:\n  - { id: p, wait: 1 }\n  - { id: p, wait: 1s }\n"
@@ -197,6 +197,60 @@ def test_an_unusable_trusted_key_for_audit_verify_is_a_usage_error_and_exits_2(
     assert code == 2
     line = _one_error_line(out, err)
     assert line.startswith("chaosrun: cannot read the trusted key: " + reason.format(key=key)), line
+
+
+def _sealed_log(home: Path, key_path: Path) -> Path:
+    """A small audit log sealed with the key at ``key_path`` (created)."""
+    import trio
+
+    from chaosrun.run.audit import open_audit
+    from chaosrun.run.signing import load_or_create_key
+
+    async def write() -> Path:
+        async with open_audit(home / "audit", "run-1", key=load_or_create_key(key_path)) as log:
+            await log.record("run_start", seed=1)
+            await log.record("run_end", ok=True)
+        return log.path
+
+    return trio.run(write)
+
+
+def test_an_intact_log_sealed_by_a_key_nobody_trusts_exits_3_and_says_so(home: Path) -> None:
+    from chaosrun.run.signing import key_id, load_public
+
+    key_path = home / "elsewhere" / "k"
+    log = _sealed_log(home, key_path)
+    code, out, err = _subprocess(home, "audit", "verify", str(log))
+    assert (code, err) == (EXIT_UNTRUSTED, "")
+    assert out == (
+        f"{log}: 3 records, chain intact, but sealed by key {key_id(load_public(key_path))} that nobody trusts "
+        "(pass --key with the monitor's public key, or --trust-embedded)\n"
+    )
+
+
+def test_a_private_key_with_another_key_in_the_pub_beside_it_is_a_usage_error_and_exits_2(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chaosrun.run.signing import key_id, load_or_create_key, load_public
+
+    key_path = home / "keys" / "monitor_ed25519"
+    log = _sealed_log(home, key_path)
+    other = home / "other" / "k"
+    load_or_create_key(other)
+    beside = key_path.with_name(key_path.name + ".pub")
+    beside.write_text(other.with_name("k.pub").read_text())
+    code, out, err = _in_process(capsys, "audit", "verify", str(log), "--key", str(key_path))
+    assert (code, out) == (EXIT_USAGE, "")
+    assert _one_error_line(out, err) == (
+        f"chaosrun: {key_path} holds key {key_id(load_public(key_path))} but {beside} beside it holds key "
+        f"{key_id(load_public(other))}; pass the one to trust with --key"
+    )
+
+
+def test_key_and_trust_embedded_together_are_a_usage_error(home: Path) -> None:
+    code, out, err = _subprocess(home, "audit", "verify", "run.jsonl", "--key", "k.pub", "--trust-embedded")
+    assert (code, out) == (EXIT_USAGE, "")
+    assert "not allowed with argument" in err
 
 
 def test_an_audit_log_that_does_not_hold_is_reported_on_stdout_and_exits_1(

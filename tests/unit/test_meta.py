@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 
 from chaosrun.modules import ModuleKind, catalogue
+from chaosrun.scenario import Origin
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / "chaos_go" / "modules"
@@ -27,6 +28,7 @@ TOP_KEYS = {
     "description",
     "x-kind",
     "x-rank",
+    "x-from",
     "type",
     "properties",
     "required",
@@ -73,6 +75,7 @@ def test_the_documented_subset_is_what_this_test_enforces() -> None:
         "x-kind",
         "x-rank",
         "x-result",
+        "x-from",
     ):
         assert word in doc, word
 
@@ -171,4 +174,5 @@ def test_declaration_documents_its_result_fields(folder: Path) -> None:
 
 
 def test_the_catalogue_holds_every_folder_and_nothing_else() -> None:
-    assert sorted(catalogue()) == IDS
+    # besides the monitor-only probes of schemas/monitor_probes/ (tests/unit/test_monitor_decls.py)
+    assert sorted(n for n, d in catalogue().items() if d.runs_from(Origin.TARGET)) == IDS

@@ -421,6 +421,7 @@ def test_plan_json_output_has_the_documented_shape(tmp_path: Path) -> None:
         "line": 13,
         "kind": "chaos",
         "module": "occupy_port",
+        "from": "target",
         "target": "web",
         "host": "10.0.0.5:22",
         "params": {"port": 8080},

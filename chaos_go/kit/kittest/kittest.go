@@ -3,9 +3,13 @@
 package kittest
 
 import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/hmac"
 	"crypto/rand"
-	"crypto/subtle"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,12 +38,18 @@ const (
 type Monitor struct {
 	Addr     string
 	Token    string
-	Key      []byte
+	Key      *ecdh.PrivateKey // the step's X25519 key; its public half is the config's monitor_key
 	Compress bool
 	Ack      AckMode
 
 	ln net.Listener
 }
+
+// Run and step ids of the configs a Monitor makes.
+const (
+	RunID  = "run-test"
+	StepID = "step-test"
+)
 
 // Outcome is what one connection delivered.
 type Outcome struct {
@@ -57,11 +67,11 @@ func NewMonitor(t testing.TB) *Monitor {
 		t.Fatalf("listen: %v", err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	key := make([]byte, wire.KeyLen)
-	tok := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatalf("read key: %v", err)
+	key, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatalf("generate key: %v", err)
 	}
+	tok := make([]byte, 32)
 	if _, err := rand.Read(tok); err != nil {
 		t.Fatalf("read token: %v", err)
 	}
@@ -74,14 +84,21 @@ func (m *Monitor) Config(module string, params map[string]any, timeout time.Dura
 		params = map[string]any{}
 	}
 	line, err := json.Marshal(map[string]any{
-		"v": 1, "monitor": m.Addr, "token": m.Token, "key": base64.StdEncoding.EncodeToString(m.Key),
-		"run": "run-test", "step": "step-test", "module": module, "params": params,
+		"v": 2, "monitor": m.Addr, "monitor_key": base64.StdEncoding.EncodeToString(m.Key.PublicKey().Bytes()),
+		"token": m.Token, "run": RunID, "step": StepID, "module": module, "params": params,
 		"timeout_ms": timeout.Milliseconds(), "compress": m.Compress,
 	})
 	if err != nil {
 		panic(err)
 	}
 	return append(line, '\n')
+}
+
+// ConfigDigest is the config_sha256 a binary reports for the config line: hex SHA-256 of
+// its bytes without the terminating newline.
+func ConfigDigest(line []byte) string {
+	sum := sha256.Sum256(bytes.TrimSuffix(line, []byte("\n")))
+	return hex.EncodeToString(sum[:])
 }
 
 // Serve accepts one connection within timeout and reads it to its result (then acks as
@@ -99,7 +116,7 @@ func (m *Monitor) serve(timeout time.Duration) Outcome {
 		return out
 	}
 	defer nc.Close()
-	conn, err := wire.Server(nc, m.Key, m.Compress)
+	conn, err := wire.Server(nc, m.Key, m.Compress, timeout)
 	if err != nil {
 		out.Err = err
 		return out
@@ -109,9 +126,10 @@ func (m *Monitor) serve(timeout time.Duration) Outcome {
 		out.Err = fmt.Errorf("hello: %w", err)
 		return out
 	}
-	tok, _ := out.Hello["token"].(string)
-	if out.Hello["t"] != "hello" || subtle.ConstantTimeCompare([]byte(tok), []byte(m.Token)) != 1 {
-		out.Err = errors.New("hello: bad message or token")
+	proof, _ := out.Hello["proof"].(string)
+	want := wire.Proof(m.Token, conn.Transcript(RunID, StepID))
+	if out.Hello["t"] != "hello" || !hmac.Equal([]byte(proof), []byte(want)) {
+		out.Err = errors.New("hello: bad message or proof")
 		return out
 	}
 	for {
@@ -144,11 +162,7 @@ func (m *Monitor) ack(conn *wire.Conn) error {
 		if err != nil {
 			return err
 		}
-		aead, err := wire.NewAEAD(m.Key)
-		if err != nil {
-			return err
-		}
-		frame, err := wire.Seal(aead, wire.MonitorToClient, conn.Challenge(), 0, pt)
+		frame, err := conn.SealNext(pt)
 		if err != nil {
 			return err
 		}

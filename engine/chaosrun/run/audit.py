@@ -244,11 +244,19 @@ class Verdict:
     records: int
     message: str
     line: int | None = None  # 1-based line of the first broken record
+    key_id: str | None = None  # the key whose signature on the seal holds
+    # intact, but sealed by a key nobody said to trust (ok is then False): see auditcheck
+    untrusted: bool = False
 
 
 def verify_file(path: Path, trusted: Ed25519PublicKey | None = None) -> Verdict:
     """Check the hash chain and the seal of an audit log; name the first record where
-    it breaks. With ``trusted``, the seal must be signed by that key."""
+    it breaks. With ``trusted``, the seal must be signed by that key.
+
+    Without ``trusted`` the seal is checked against the key embedded in it, which proves
+    the log intact but not who sealed it: whoever rewrites a log can re-seal it with a key
+    of their own. :func:`chaosrun.auditcheck.verify_audit_log` decides whom to trust.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -300,16 +308,17 @@ def verify_file(path: Path, trusted: Ed25519PublicKey | None = None) -> Verdict:
         return Verdict(False, n, f"{path}:{n}: the seal's public key is malformed", n)
     if not signing.check(public, last_prev, str(record.get("sig", ""))):
         return Verdict(False, n, f"{path}:{n}: bad signature on the seal", n)
-    if trusted is not None and signing.key_id(trusted) != signing.key_id(public):
+    if trusted is not None and signing.public_b64(trusted) != signing.public_b64(public):  # the whole key, not its id
         return Verdict(
             False,
             n,
             f"{path}:{n}: signed by key {signing.key_id(public)}, not the trusted key {signing.key_id(trusted)}",
             n,
+            signing.key_id(public),
         )
     who = (
         f"trusted key {signing.key_id(public)}"
         if trusted is not None
         else (f"key {signing.key_id(public)} (embedded; pass --key to check it is the monitor's)")
     )
-    return Verdict(True, n, f"{path}: OK, {n} records, chain intact, sealed by {who}")
+    return Verdict(True, n, f"{path}: OK, {n} records, chain intact, sealed by {who}", key_id=signing.key_id(public))

@@ -32,6 +32,7 @@ __all__ = [
     "Process",
     "TargetError",
     "TargetTimeout",
+    "stopped_in_stat",
 ]
 
 
@@ -76,9 +77,12 @@ class Facts:
     """What the runner knows about a target machine, asked once per connection.
 
     ``machine`` is ``uname -m`` (``x86_64``, ``aarch64``...): it picks the module build.
+    ``boot_id`` is the kernel's random id of the current boot (``/proc/sys/kernel/random/
+    boot_id``): a new one proves a reboot happened. None where the target has none.
     """
 
     machine: str
+    boot_id: str | None = None
 
 
 class Process(Protocol):
@@ -90,6 +94,11 @@ class Process(Protocol):
         Raises:
             TargetError: the connection broke before the command ended.
         """
+        ...
+
+    async def stopped(self) -> bool | None:
+        """Whether the command is stopped (SIGSTOP, a tracer) right now; None when it has
+        ended or this cannot be told. Read on the target, so a hint, not proof."""
         ...
 
     async def terminate(self) -> None:
@@ -209,3 +218,12 @@ class Connector(Protocol):
     def open_connection(
         self, target: TargetSpec, *, connect_timeout: float
     ) -> AbstractAsyncContextManager[Connection]: ...
+
+
+def stopped_in_stat(stat: str) -> bool | None:
+    """Whether a ``/proc/PID/stat`` line says the process is stopped (``T``) or traced (``t``)."""
+    _, paren, rest = stat.rpartition(")")
+    fields = rest.split()
+    if not paren or not fields:
+        return None
+    return fields[0] in ("T", "t")

@@ -14,6 +14,7 @@ from ..scenario import MonitorSettings, TargetSpec
 from .audit import AuditLog
 from .builds import Builds
 from .connection import Connection, Connector, TargetError
+from .integrity import Signal
 from .model import RunOptions, StepFailed, StepOutcome
 
 MAX_UPLOADS = 16  # binaries being copied at once, across all environments (memory bound)
@@ -57,6 +58,8 @@ class EnvState:
         self._conns: dict[tuple[str, int, str], Connection | TargetError] = {}
         self.outcomes: dict[str, StepOutcome] = {}
         self.finished: dict[str, trio.Event] = {}
+        self.signals: list[Signal] = []
+        self.down: dict[tuple[str, int, str], str] = {}  # targets that did not come back (reboot)
         self._uploaded: set[tuple[tuple[str, int, str], str]] = set()
 
     async def connection(self, target: TargetSpec) -> Connection:
@@ -94,12 +97,27 @@ class EnvState:
             raise StepFailed(f"{self.ctx.connector.name}: {found}")
         return found
 
+    def flag(self, step: PlannedStep, signal: str, detail: str) -> None:
+        """Note something an honest run would not show; the environment becomes suspect.
+
+        The audit record rides with the step's next one (deferred): a signal is never lost,
+        and costs no fsync of its own.
+        """
+        found = Signal(step.id, signal, detail)
+        if found not in self.signals:
+            self.signals.append(found)
+            self.ctx.audit.defer("signal", env=self.name, **found.as_json())
+
     def first_upload(self, target: TargetSpec) -> bool:
         """True the first time a step of this environment uploads to ``target``'s tmp_dir."""
         key = (_host_key(target), target.tmp_dir)
         first = key not in self._uploaded
         self._uploaded.add(key)
         return first
+
+    def down_reason(self, target: TargetSpec) -> str | None:
+        """Why ``target`` is not there to be graded (it did not come back from a reboot)."""
+        return self.down.get(_host_key(target))
 
     def forget(self, target: TargetSpec) -> None:
         """Drop a broken connection, so the next step on this host connects anew."""

@@ -33,6 +33,7 @@ EXIT_GRACE = 5.0  # after the result: how long the binary may take to exit
 RESULT_GRACE = 2.0  # after the binary exited: how long an in-flight result may take
 KILL_WAIT = 3.0  # after terminating a lingering binary: how long its exit status may take
 HASH_MISMATCH = 97  # exit status of the exec wrapper when the uploaded file changed
+DELIVERED = frozenset({0, 1, 2})  # the kit's exit statuses after it delivered a result
 
 
 def innocuous_name() -> str:
@@ -112,8 +113,10 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
     exited = trio.Event()
     exit_box: list[ExecResult | TargetError] = []
     leftover: str | None = None
+    exec_recorded = False
+    wait_scope = trio.CancelScope(shield=True)
     async with trio.open_nursery() as nursery:
-        state: ListenerState = await nursery.start(serve_listener, ctx, env.name, step.id, secret)
+        state: ListenerState = await nursery.start(serve_listener, ctx, env.name, step.id, secret, binary.sha256)
         try:
             await ctx.audit.record(
                 "listen",
@@ -152,18 +155,23 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                 params=params,
                 timeout=step.timeout,
             )
+            state.expect_config(config)  # the binary must report this config's digest
             try:
                 process = await conn.start(exec_command(remote, binary.sha256, deployable.blake2b), input=config)
             except TargetError as exc:
                 raise StepFailed(f"exec on {label} failed: {exc.reason}") from None
 
             async def wait_exit() -> None:
+                # Shielded: a timeout or Ctrl-C must not stop the binary behind our back
+                # (cancelling wait() would); the cleanup below looks at it first, then
+                # ends it, then cancels this scope.
                 assert process is not None
-                try:
-                    exit_box.append(await process.wait())
-                except TargetError as exc:
-                    exit_box.append(exc)
-                exited.set()
+                with wait_scope:
+                    try:
+                        exit_box.append(await process.wait())
+                    except TargetError as exc:
+                        exit_box.append(exc)
+                    exited.set()
 
             nursery.start_soon(wait_exit)
             await first_of(state.authenticated.wait, exited.wait, timeout=ctx.monitor.callback_timeout)
@@ -173,60 +181,73 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                     f"({state.rejected} rejected connection(s)); "
                     f"is {ctx.monitor.dial_address} reachable from the target?"
                 )
-            await first_of(state.done.wait, exited.wait)
+            await first_of(state.done.wait, exited.wait, state.failed.wait)
             if not state.done.is_set():
                 with trio.move_on_after(RESULT_GRACE):
                     await first_of(state.done.wait, state.lost.wait)
-            if exited.is_set():
+            if state.failure is not None:  # flooded, tampered, or the token proved twice
+                env.flag(step, state.failure_signal, state.failure)
+                raise StepFailed(state.failure)
+            if not state.done.is_set():  # no result: the binary ended first
                 outcome = exit_box[0]
+                await _record_exec(env, step, outcome, deferred=state.authenticated.is_set())
+                exec_recorded = True
                 if isinstance(outcome, TargetError):
-                    await ctx.audit.record("exec", env=env.name, step=step.id, error=outcome.reason)
                     env.forget(step.target)
-                    if not state.done.is_set():
-                        lost = f"connection lost while the binary ran: {outcome.reason}"
-                        raise StepFailed(f"{ctx.connector.name}: {lost}")
-                else:
-                    exec_fields: dict[str, Any] = {
-                        "env": env.name,
-                        "step": step.id,
-                        "exit_status": outcome.exit_status,
-                        "signal": outcome.signal,
-                        "stderr": outcome.stderr.decode("utf-8", "replace")[-2000:],
-                    }
-                    if state.authenticated.is_set():
-                        # Only our own ports close before the next record (cleanup, result,
-                        # step_end): it rides along with them (one fsync wait, not four).
-                        ctx.audit.defer("exec", **exec_fields)
-                    else:
-                        await ctx.audit.record("exec", **exec_fields)
-                    if not state.done.is_set():
-                        raise StepFailed(exit_reason(outcome))
-            else:
-                with trio.move_on_after(EXIT_GRACE):
+                    lost = f"connection lost while the binary ran: {outcome.reason}"
+                    raise StepFailed(f"{ctx.connector.name}: {lost}")
+                _flag_exit(env, step, outcome)
+                raise StepFailed(exit_reason(outcome))
+            # The result is in. It counts only if the binary chaosrun started ends as a
+            # binary that delivered it does (exit 0, 1 or 2, moments later).
+            with trio.move_on_after(EXIT_GRACE):
+                await first_of(exited.wait, state.failed.wait)
+            if state.failure is not None:  # e.g. a second binary proved the token after the result
+                env.flag(step, state.failure_signal, state.failure)
+                raise StepFailed(state.failure)
+            if not exited.is_set():
+                assert process is not None
+                stopped = await process.stopped()
+                with suppress(TargetError):
+                    await process.terminate()
+                with trio.move_on_after(KILL_WAIT):
                     await exited.wait()
-                if not exited.is_set():  # the result is in, the binary lingers: end it, say so
-                    assert process is not None
-                    with suppress(TargetError):
-                        await process.terminate()
-                    with trio.move_on_after(KILL_WAIT):
-                        await exited.wait()
-                    ended = exit_box[0] if exit_box else None
-                    ctx.audit.defer(
-                        "exec",
-                        env=env.name,
-                        step=step.id,
-                        still_running=f"{EXIT_GRACE:g}s after its result",
-                        ended="terminated by the monitor",
-                        exit_status=ended.exit_status if isinstance(ended, ExecResult) else None,
-                        signal=ended.signal if isinstance(ended, ExecResult) else None,
-                    )
+                ended = exit_box[0] if exit_box else None
+                exec_recorded = True
+                ctx.audit.defer(
+                    "exec",
+                    env=env.name,
+                    step=step.id,
+                    still_running=f"{EXIT_GRACE:g}s after its result",
+                    ended="terminated by the monitor",
+                    exit_status=ended.exit_status if isinstance(ended, ExecResult) else None,
+                    signal=ended.signal if isinstance(ended, ExecResult) else None,
+                )
+                how = "stopped (state T)" if stopped else "still running"
+                env.flag(
+                    step, "binary_stopped" if stopped else "binary_lingered", f"{how} {EXIT_GRACE:g}s after its result"
+                )
+                raise StepFailed(f"the binary was {how} {EXIT_GRACE:g}s after its result: the result is not trusted")
+            outcome = exit_box[0]
+            await _record_exec(env, step, outcome, deferred=True)
+            exec_recorded = True
+            if isinstance(outcome, TargetError):
+                env.forget(step.target)  # the result came before the connection went
+            elif outcome.signal or outcome.exit_status not in DELIVERED:
+                how = exit_reason(outcome)
+                env.flag(step, "result_without_binary", f"a result came, but the binary chaosrun started: {how}")
+                raise StepFailed(f"the result did not come from the binary chaosrun started ({how})")
             assert state.result is not None
             message = state.result
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                 if forward is not None:
                     await forward.close()
+                if exited.is_set() and not exec_recorded:  # the step failed before it looked
+                    await _record_exec(env, step, exit_box[0], deferred=True)
                 if process is not None and not exited.is_set():
+                    if await process.stopped():
+                        env.flag(step, "binary_stopped", "stopped (state T) when the step ended")
                     with suppress(TargetError):
                         await process.terminate()
                     ctx.audit.defer(
@@ -236,6 +257,8 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                         still_running="when the step ended",
                         ended="terminated by the monitor",
                     )
+                if state.rejected:
+                    env.flag(step, "callback_rejected", f"{state.rejected} connection(s) failed to authenticate")
                 # The exec wrapper unlinks the binary before it runs; remove it anyway
                 # (a folder where the unlink failed, a step that never got so far) and
                 # look that it is gone: the record says what was seen, not what should be.
@@ -251,6 +274,7 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                     **({"left": leftover} if leftover else {}),
                     port_closed=state.port,
                 )
+            wait_scope.cancel()
             nursery.cancel_scope.cancel()
     if leftover is not None:
         raise StepFailed(f"cleanup: the binary is still on the target at {remote} ({leftover})")
@@ -269,6 +293,37 @@ async def first_of(*waits: Callable[[], Any], timeout: float | None = None) -> N
 
         for wait in waits:
             nursery.start_soon(one, wait)
+
+
+async def _record_exec(env: EnvState, step: PlannedStep, outcome: ExecResult | TargetError, *, deferred: bool) -> None:
+    """The exec record: how the binary chaosrun started ended (or how its channel broke).
+
+    ``deferred`` when only our own ports close before the step's next record (cleanup,
+    result, step_end): it rides along with them, one fsync wait instead of two.
+    """
+    fields: dict[str, Any]
+    if isinstance(outcome, TargetError):
+        fields = {"env": env.name, "step": step.id, "error": outcome.reason}
+    else:
+        fields = {
+            "env": env.name,
+            "step": step.id,
+            "exit_status": outcome.exit_status,
+            "signal": outcome.signal,
+            "stderr": outcome.stderr.decode("utf-8", "replace")[-2000:],
+        }
+    if deferred:
+        env.ctx.audit.defer("exec", **fields)
+    else:
+        await env.ctx.audit.record("exec", **fields)
+
+
+def _flag_exit(env: EnvState, step: PlannedStep, outcome: ExecResult) -> None:
+    """Signals of a binary that ended on its own before it reported."""
+    if outcome.signal:
+        env.flag(step, "binary_killed", f"killed by signal {outcome.signal} before it reported")
+    elif outcome.exit_status == HASH_MISMATCH:
+        env.flag(step, "binary_swapped", "the uploaded file was changed on the target before it ran")
 
 
 async def _check_room(conn: Connection, folder: str, size: int, label: str) -> None:

@@ -21,12 +21,13 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from ..scenario import TargetSpec
-from .connection import DiskSpace, ExecResult, Facts, TargetError, TargetTimeout
+from .connection import DiskSpace, ExecResult, Facts, TargetError, TargetTimeout, stopped_in_stat
 
 __all__ = ["LocalConnection", "LocalConnector", "open_local"]
 
@@ -105,6 +106,15 @@ class LocalProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, signal.SIGKILL)
 
+    async def stopped(self) -> bool | None:
+        if self._proc.returncode is not None:
+            return None
+        try:
+            stat = await trio.to_thread.run_sync(Path(f"/proc/{self._proc.pid}/stat").read_text)
+        except OSError:
+            return None
+        return stopped_in_stat(stat)
+
     async def terminate(self) -> None:
         """SIGTERM the process group, then SIGKILL after ``KILL_GRACE``; shielded."""
         with trio.CancelScope(shield=True):
@@ -150,7 +160,11 @@ class LocalConnection:
         return {"pid": os.getpid()}
 
     async def facts(self) -> Facts:
-        return Facts(machine=platform.machine())
+        try:
+            boot_id: str | None = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            boot_id = None
+        return Facts(machine=platform.machine(), boot_id=boot_id)
 
     async def write_file(self, path: str, data: bytes, mode: int = 0o700) -> None:
         def write() -> None:

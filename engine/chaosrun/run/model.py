@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import ChaosrunError
 from ..plan import Plan, PlannedStep
 from ..scenario import Section, StepKind
+from .integrity import Signal
 
 if TYPE_CHECKING:
     from ..build import Builder
@@ -78,16 +79,28 @@ class StepOutcome:
 
 @dataclass
 class EnvOutcome:
+    """How one environment ended: its steps, and what makes its result suspect.
+
+    ``zeroed`` is why its points were set to 0 (``--strict`` on a suspect environment).
+    """
+
     name: str
     steps: list[StepOutcome] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    zeroed: str | None = None
 
     @property
     def ok(self) -> bool:
         return all(s.status in (StepStatus.OK, StepStatus.SKIPPED) for s in self.steps)
 
     @property
+    def integrity(self) -> str:
+        """``suspect`` when anything was seen that an honest run would not show, else ``ok``."""
+        return "suspect" if self.signals else "ok"
+
+    @property
     def points(self) -> float:
-        return sum(s.points for s in self.steps)
+        return 0.0 if self.zeroed else sum(s.points for s in self.steps)
 
     @property
     def max_points(self) -> float:
@@ -142,3 +155,6 @@ class RunOptions:
     run_id: str | None = None
     key_path: Path | None = None  # monitor's Ed25519 key; None: signing.default_key_path()
     connector: Connector | None = None
+    strict: bool = False  # a suspect environment scores 0 (verify --strict)
+    reboot: bool = False  # reboot every target before grading (verify --reboot)
+    boot_timeout: float = 300.0  # seconds a rebooted target has to answer again

@@ -142,14 +142,20 @@ def summary_table(report: RunReport) -> Table:
                 row.append(Text(f"{s.points:g}/{s.max_points:g}"))
             row.append(Text(safe(s.reason, 120)))
             table.add_row(*row)
+        for signal in env.signals:
+            row = [Text(""), Text(signal.step), Text("SUSPECT", style="bold red"), Text("")]
+            if verify:
+                row.append(Text(""))
+            row.append(Text(safe(f"{signal.signal}: {signal.detail}", 120), style="red"))
+            table.add_row(*row)
         if verify:
             table.add_row(
                 Text(""),
                 Text("total", style="bold"),
-                Text(""),
+                Text("SUSPECT" if env.signals else "", style="bold red"),
                 Text(""),
                 Text(f"{env.points:g}/{env.max_points:g}", style="bold"),
-                Text(""),
+                Text(safe(env.zeroed or "", 120)),
             )
     return table
 
@@ -162,6 +168,10 @@ def print_summary(report: RunReport, console: Console) -> None:
             counts[s.status.value] = counts.get(s.status.value, 0) + 1
     parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     state = "interrupted" if report.interrupted else ("ok" if report.ok else "FAILED")
+    suspect = [e.name for e in report.environments if e.signals]
+    if suspect:
+        names = ", ".join(suspect[:10]) + (f" and {len(suspect) - 10} more" if len(suspect) > 10 else "")
+        console.print(Text(f"SUSPECT, review before grading: {names}", style="bold red"))
     console.print(
         Text(
             f"{state}: {len(report.environments)} environment(s), {parts or 'no steps'}; audit log {report.audit_path}"

@@ -25,14 +25,17 @@ import trio
 from ..build import Builder
 from ..expr import EvalError, render_static
 from ..plan import EnvPlan, Plan, PlannedStep, plan_as_json
-from ..scenario import Section, StepKind
-from .audit import AuditError, open_audit
+from ..scenario import Origin, Section, StepKind
+from .audit import AuditError, AuditLog, open_audit
 from .builds import Builds
 from .connection import Connector, TargetError
 from .context import EnvState, RunContext
 from .deploy import module_attempt
+from .integrity import timing_outliers
 from .listener import resolve_dial_address
 from .model import EnvOutcome, RunError, RunOptions, RunReport, StepFailed, StepOutcome, StepStatus
+from .monitor import run_monitor_probe
+from .reboot import reboot_all
 from .signing import load_or_create_key
 
 __all__ = ["RunOptions", "RunReport", "run_plan"]
@@ -87,6 +90,9 @@ async def _run_step(env: EnvState, step: PlannedStep) -> StepOutcome:
     elif failed_needs:
         outcome.reason = "needs " + ", ".join(f"{s} ({env.outcomes[s].status.value})" for s in failed_needs)
         return outcome
+    if step.target is not None and (down := env.down_reason(step.target)) is not None:
+        outcome.status, outcome.reason = StepStatus.FAILED, f"{step.target.host} {down}"
+        return outcome
     if step.kind is StepKind.WAIT:
         await trio.sleep(step.wait or 0)
         outcome.status = StepStatus.OK
@@ -109,7 +115,10 @@ async def _run_step(env: EnvState, step: PlannedStep) -> StepOutcome:
         with trio.move_on_after(step.timeout) as scope:
             message: dict[str, Any] | None = None
             try:
-                message = await module_attempt(env, step, params)
+                if step.origin is Origin.MONITOR:  # no binary: the monitor reaches the target itself
+                    message = await run_monitor_probe(env, step, params)
+                else:
+                    message = await module_attempt(env, step, params)
             except* StepFailed as group:
                 outcome.status, outcome.reason = StepStatus.FAILED, str(_leaf(group))
             except* TargetError as group:
@@ -200,6 +209,8 @@ async def _run_env(ctx: RunContext, plan: EnvPlan, limiter: trio.CapacityLimiter
         try:
             async with AsyncExitStack() as stack:
                 env = EnvState(ctx, plan, stack)
+                if ctx.options.reboot and section:
+                    await reboot_all(env, ctx.options.boot_timeout)
                 await _run_section(env, section)
         finally:
             done = env.outcomes if env is not None else {}
@@ -209,13 +220,37 @@ async def _run_env(ctx: RunContext, plan: EnvPlan, limiter: trio.CapacityLimiter
                     done.get(s.id) or StepOutcome.of(s, StepStatus.SKIPPED, "run interrupted before this step started")
                     for s in section
                 ],
+                signals=list(env.signals) if env is not None else [],
             )
             out[plan.name] = result
             with trio.CancelScope(shield=True):
                 await ctx.audit.record(
-                    "env_end", env=plan.name, ok=result.ok, points=result.points, max_points=result.max_points
+                    "env_end",
+                    env=plan.name,
+                    ok=result.ok,
+                    points=result.points,
+                    max_points=result.max_points,
+                    integrity=result.integrity,
                 )
             ctx.options.reporter.env_finished(result)
+
+
+async def _judge_integrity(audit: AuditLog, envs: list[EnvOutcome], *, strict: bool) -> None:
+    """Add the signals only the whole run shows (timing outliers), then, with ``strict``,
+    score every suspect environment 0, saying why."""
+    durations = {
+        e.name: {s.id: s.duration for s in e.steps if s.status is not StepStatus.SKIPPED and s.module} for e in envs
+    }
+    by_name = {e.name: e for e in envs}
+    for name, signal in timing_outliers(durations):
+        by_name[name].signals.append(signal)
+        await audit.record("signal", env=name, **signal.as_json())
+    if strict:
+        for env in envs:
+            if env.signals:
+                first = env.signals[0]
+                more = f" and {len(env.signals) - 1} more" if len(env.signals) > 1 else ""
+                env.zeroed = f"suspect (--strict): {first.signal} in {first.step}{more}"
 
 
 @asynccontextmanager
@@ -287,11 +322,22 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
         envs = [outcomes.get(e.name) or EnvOutcome(e.name) for e in plan.environments]
         report = RunReport(run_id, options.section, audit.path, plan.seed, envs, bool(interrupted))
         with trio.CancelScope(shield=True):
+            await _judge_integrity(audit, envs, strict=options.strict)
             await audit.record(
                 "run_end",
                 ok=report.ok,
                 interrupted=report.interrupted,
-                environments={e.name: {"ok": e.ok, "points": e.points, "max_points": e.max_points} for e in envs},
+                environments={
+                    e.name: {
+                        "ok": e.ok,
+                        "points": e.points,
+                        "max_points": e.max_points,
+                        "integrity": e.integrity,
+                        "signals": [s.as_json() for s in e.signals],
+                        **({"zeroed": e.zeroed} if e.zeroed else {}),
+                    }
+                    for e in envs
+                },
                 points=sum(e.points for e in envs),
                 max_points=sum(e.max_points for e in envs),
             )

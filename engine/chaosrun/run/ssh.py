@@ -39,7 +39,7 @@ import trio
 
 from ..scenario import TargetSpec
 from .bridge import call_in_loop, loop_for_connection, open_bridge
-from .connection import DiskSpace, ExecResult, Facts, TargetError, TargetTimeout
+from .connection import DiskSpace, ExecResult, Facts, TargetError, TargetTimeout, stopped_in_stat
 
 __all__ = [
     "ExecResult",
@@ -52,6 +52,7 @@ __all__ = [
     "SshTimeout",
     "open_bridge",
     "open_ssh",
+    "try_login",
 ]
 
 _ST_RDONLY = 1  # statvfs f_flag: mounted read-only
@@ -232,17 +233,18 @@ _ENCRYPTION_ALGS = [
 ]
 
 
-async def _aio_connect(spec: HostSpec, known_hosts: str | None) -> asyncssh.SSHClientConnection:
+async def _aio_connect(spec: HostSpec, known_hosts: str | None, password: str | None) -> asyncssh.SSHClientConnection:
     return await asyncssh.connect(
         spec.host,
         spec.port,
         username=spec.user,
         known_hosts=known_hosts,
         client_keys=[str(spec.identity)] if spec.identity is not None else (),
+        password=password,  # only try_login gives one
         config=None,  # never read ~/.ssh/config: the scenario says where to go
         agent_path=None,
         agent_forwarding=False,
-        preferred_auth="publickey",
+        preferred_auth="publickey" if password is None else "publickey,keyboard-interactive,password",
         x509_trusted_certs=None,
         x509_trusted_cert_paths=None,
         encryption_algs=_ENCRYPTION_ALGS,
@@ -416,6 +418,19 @@ class Process:
             self._finish()
         self._conn._check_session(self._session, f"running {self.command!r}")
         return result
+
+    async def stopped(self) -> bool | None:
+        """Read the command's state from ``/proc`` on the target (its process group leader)."""
+        pgid = self._session.pgid
+        if pgid is None or self._session.done.is_set():
+            return None
+        with trio.move_on_after(KILL_GRACE):
+            try:
+                result = await self._conn.run(f"cat /proc/{pgid}/stat")
+            except SshError:
+                return None
+            return stopped_in_stat(result.stdout.decode("ascii", "replace")) if result.ok else None
+        return None
 
     async def terminate(self) -> None:
         """SIGTERM, then SIGKILL after ``KILL_GRACE`` seconds; returns once it is gone.
@@ -695,13 +710,14 @@ class SshConnection:
         )
 
     async def facts(self) -> Facts:
-        """The host's facts (``uname -m``), asked once per connection."""
+        """The host's facts (``uname -m``, the boot id), asked once per connection."""
         if self._facts is None:
-            result = await self.run("uname -m")
-            if not result.ok:
+            result = await self.run("uname -m; cat /proc/sys/kernel/random/boot_id 2>/dev/null")
+            lines = result.stdout.decode(errors="replace").split()
+            if not lines or (not result.ok and len(lines) < 2):
                 err = result.stderr.decode(errors="replace").strip()
                 raise SshError(self.spec.label, f"uname -m failed: {err}")
-            self._facts = Facts(machine=result.stdout.decode().strip())
+            self._facts = Facts(machine=lines[0], boot_id=lines[1] if len(lines) > 1 else None)
         return self._facts
 
 
@@ -728,7 +744,7 @@ async def open_ssh(
     async with loop_for_connection() as loop:
         with trio.move_on_after(connect_timeout) as scope:
             with _mapped_errors(spec.label, "connecting"):
-                conn = await call_in_loop(loop, _aio_connect, spec, known_hosts)
+                conn = await call_in_loop(loop, _aio_connect, spec, known_hosts, None)
         if scope.cancelled_caught:
             raise SshTimeout(spec.label, f"connect timed out after {connect_timeout}s")
         key = conn.get_server_host_key()
@@ -754,3 +770,25 @@ class SshConnector:
         self, target: TargetSpec, *, connect_timeout: float
     ) -> AbstractAsyncContextManager[SshConnection]:
         return open_ssh(HostSpec.for_target(target), connect_timeout=connect_timeout)
+
+
+async def _aio_login(spec: HostSpec, known_hosts: str | None, password: str | None) -> ExecResult:
+    async with await _aio_connect(spec, known_hosts, password) as conn:
+        done = await conn.run("id -un", encoding=None)
+    out, err = (b if isinstance(b, bytes) else b"" for b in (done.stdout, done.stderr))
+    return ExecResult(done.exit_status, None, out, err)
+
+
+async def try_login(spec: HostSpec, *, password: str | None = None, timeout: float = 10.0) -> ExecResult:
+    """Log in with ``spec.identity`` and/or ``password`` (host key as in ``open_ssh``), run
+    ``id -un``, log out: for the ssh_login probe, which grades the login itself.
+
+    Raises:
+        SshError: the login failed (``reason`` says why). SshTimeout: ``timeout`` passed.
+    """
+    known_hosts = _resolve_known_hosts(spec)
+    _check_identity(spec)
+    async with loop_for_connection() as loop:
+        with trio.move_on_after(timeout), _mapped_errors(spec.label, "logging in"):
+            return await call_in_loop(loop, _aio_login, spec, known_hosts, password)
+    raise SshTimeout(spec.label, f"login timed out after {timeout:g}s")

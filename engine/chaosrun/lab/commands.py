@@ -1,0 +1,503 @@
+"""Lab: ``chaosrun lab up``, ``lab status`` and ``lab down``.
+
+``lab_up`` checks everything it can before it starts anything (tools, memory, the image,
+free disk, addresses and ports), then starts one VM per role and environment, waits until
+each one answers SSH and has finished booting, and writes the inventory. If anything fails
+on the way, or Ctrl-C (or SIGTERM) arrives, every VM it started is stopped by PID and the
+lab's folder, overlays included, is removed before the error goes up: nothing is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ..scenario import Scenario
+from .accel import Accel, choose_accel
+from .errors import LabError, ResourceError, VmBootError
+from .image import Image, Progress, ensure_image, find_tool
+from .login import ssh_command
+from .network import (
+    DEFAULT_SERVICE_PORTS,
+    Forward,
+    allocate_addresses,
+    check_forwards,
+    forwards_for,
+    ports_from_scenario,
+)
+from .state import (
+    LabState,
+    VmRecord,
+    generate_key,
+    is_lab_inventory,
+    known_hosts_line,
+    lab_dir_for,
+    load_state,
+    save_state,
+    write_inventory,
+)
+from .vm import (
+    VmFiles,
+    console_tail,
+    create_overlay,
+    find_qemu,
+    process_uptime,
+    qemu_alive,
+    qemu_command,
+    ssh_banner,
+    start_qemu,
+    stop_qemu,
+)
+
+__all__ = ["UpOptions", "VmStatus", "format_status", "lab_down", "lab_status", "lab_up", "scenario_lab"]
+
+DEFAULT_ROLE = "target"
+QEMU_OVERHEAD_MIB = 320  # per VM beyond its RAM: qemu itself and TCG's translation buffer
+OVERLAY_DISK_BYTES = 512 * 1024**2  # per VM: what a boot and a few exercises write
+READY_STATES = ("running", "degraded")
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """What ``chaosrun lab up`` was asked for."""
+
+    inventory: Path
+    roles: tuple[str, ...] = (DEFAULT_ROLE,)
+    service_ports: tuple[int, ...] = DEFAULT_SERVICE_PORTS
+    envs: int = 1
+    memory_mib: int = 1024
+    cpus: int = 2
+    ssh_port: int = 22
+    accel: str | None = None
+    boot_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    """What ``lab status`` says of one VM."""
+
+    name: str
+    env: str
+    role: str
+    address: str
+    ssh_port: int
+    pid: int | None
+    running: bool
+    uptime: float | None
+    ssh: bool
+    accel: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "env": self.env,
+            "role": self.role,
+            "address": self.address,
+            "ssh_port": self.ssh_port,
+            "pid": self.pid,
+            "running": self.running,
+            "uptime": None if self.uptime is None else round(self.uptime, 1),
+            "ssh": self.ssh,
+            "accel": self.accel,
+        }
+
+
+def scenario_lab(scenario: Scenario) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The roles a scenario needs a VM for and the ports its probes name."""
+    roles = set(scenario.targets) | {s.target for s in scenario.all_steps() if s.target}
+    return tuple(sorted(roles)) or (DEFAULT_ROLE,), ports_from_scenario(scenario)
+
+
+def _mem_available_mib() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _check_options(options: UpOptions) -> None:
+    if options.envs < 1:
+        raise LabError(f"--envs must be at least 1, not {options.envs}")
+    if options.memory_mib < 256:
+        raise LabError(f"--memory must be at least 256 MiB, not {options.memory_mib}")
+    if options.cpus < 1:
+        raise LabError(f"--cpus must be at least 1, not {options.cpus}")
+    if not options.roles:
+        raise LabError("a lab needs at least one role")
+
+
+def _check_memory(count: int, memory_mib: int) -> None:
+    available = _mem_available_mib()
+    needed = count * (memory_mib + QEMU_OVERHEAD_MIB)
+    if available is not None and available < needed:
+        raise ResourceError(
+            f"not enough memory for {count} VM(s) of {memory_mib} MiB: {available} MiB available "
+            f"(MemAvailable), about {needed} MiB needed; use --memory or fewer --envs"
+        )
+
+
+def _check_disk(folder: Path, count: int) -> None:
+    free = shutil.disk_usage(folder).free
+    needed = count * OVERLAY_DISK_BYTES
+    if free < needed:
+        raise ResourceError(
+            f"not enough free disk in {folder} for {count} VM overlay(s): "
+            f"{free / 1024**2:.0f} MiB free, {needed / 1024**2:.0f} MiB needed"
+        )
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While ``lab up`` runs, SIGTERM cleans up as Ctrl-C does (main thread only)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Cleanup is short and bounded: a second Ctrl-C must not cut it half way."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def lab_up(options: UpOptions, progress: Progress) -> LabState:
+    """Start a lab and write its inventory.
+
+    Args:
+        options: roles, environments, VM size, ports, the inventory to write.
+        progress: called with one line of text per thing worth saying.
+
+    Returns:
+        The lab's state, every VM answering SSH.
+
+    Raises:
+        LabError: (or a subclass) anything that stops the lab from coming up; nothing is
+        left running or on disk then.
+    """
+    _check_options(options)
+    inventory = options.inventory.resolve()
+    lab_dir = lab_dir_for(inventory)
+    if (lab_dir / "state.json").exists():
+        state = load_state(inventory)
+        if any(qemu_alive(vm.pid, Path(vm.overlay)) for vm in state.vms):
+            raise LabError(f"a lab is already up for {inventory}: `chaosrun lab down -i {inventory}` first")
+        _remove_lab_files(state)  # a lab whose VMs are all gone (a reboot of this machine)
+    if inventory.exists() and not is_lab_inventory(inventory):
+        raise LabError(f"{inventory} exists and was not written by `chaosrun lab up`; choose another -o")
+    qemu = find_tool("qemu-system-x86_64", "qemu-system-x86")
+    qemu_img = find_tool("qemu-img", "qemu-utils")
+    ssh = find_tool("ssh", "openssh-client")
+    count = options.envs * len(options.roles)
+    _check_memory(count, options.memory_mib)
+    image = ensure_image(progress)
+    inventory.parent.mkdir(parents=True, exist_ok=True)
+    _check_disk(inventory.parent, count)
+    accel = choose_accel(options.accel)
+    progress(f"lab: {accel.name} ({accel.reason})")
+    forwards = forwards_for(options.service_ports, options.ssh_port)
+    addresses = allocate_addresses(count, options.ssh_port)
+    for address in addresses:
+        check_forwards(address, forwards)
+    with _sigterm_as_interrupt():
+        try:
+            lab_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            raise LabError(f"{lab_dir} is in the way (not a lab's folder?); remove it or choose another -o") from None
+        state = LabState(
+            inventory=str(inventory),
+            dir=str(lab_dir),
+            image=image.id,
+            accel=accel.name,
+            accel_reason=accel.reason,
+            memory_mib=options.memory_mib,
+            cpus=options.cpus,
+            identity=str(lab_dir / "id_ed25519"),
+            known_hosts=str(lab_dir / "known_hosts"),
+            created_at=time.time(),
+        )
+        try:
+            state = _start_all(state, options, image, accel, qemu, qemu_img, ssh, forwards, addresses, progress)
+            write_inventory(state)
+        except BaseException:
+            with _no_interrupts():
+                # state.json is saved before each qemu starts: it knows every VM there may be
+                with contextlib.suppress(LabError):
+                    state = load_state(inventory)
+                _teardown(state, progress)
+            raise
+    return state
+
+
+def _start_all(
+    state: LabState,
+    options: UpOptions,
+    image: Image,
+    accel: Accel,
+    qemu: str,
+    qemu_img: str,
+    ssh: str,
+    forwards: Sequence[Forward],
+    addresses: Sequence[str],
+    progress: Progress,
+) -> LabState:
+    lab_dir = Path(state.dir)
+    lab_id = secrets.token_hex(4)
+    generate_key(Path(state.identity), f"chaosrun-lab-{lab_id}")
+    authorized = Path(state.identity + ".pub")
+    known: list[str] = []
+    slots = [(f"lab-{i}", role) for i in range(1, options.envs + 1) for role in options.roles]
+    for (env, role), address in zip(slots, addresses, strict=True):
+        files = VmFiles(lab_dir, f"{env}-{role}")
+        host_public = generate_key(files.host_key, f"chaosrun-lab-{lab_id}-{files.name}")
+        files.hostname.write_text(role if options.envs == 1 else f"{role}-{env.removeprefix('lab-')}")
+        known.append(known_hosts_line(address, options.ssh_port, host_public))
+        vm = VmRecord(
+            name=files.name,
+            env=env,
+            role=role,
+            address=address,
+            ssh_port=options.ssh_port,
+            forwards=tuple(forwards),
+            overlay=str(files.overlay),
+            console=str(files.console),
+            host_key=" ".join(host_public.split()[:2]),
+        )
+        state = state.with_vm(vm)
+    Path(state.known_hosts).write_text("\n".join(known) + "\n")
+    save_state(state)
+    started = time.monotonic()
+    for vm in state.vms:
+        files = VmFiles(lab_dir, vm.name)
+        create_overlay(qemu_img, image, files.overlay)
+        command = qemu_command(
+            qemu,
+            image,
+            accel,
+            files,
+            address=vm.address,
+            forwards=vm.forwards,
+            authorized_keys=authorized,
+            memory_mib=options.memory_mib,
+            cpus=options.cpus,
+        )
+        # the state names the overlay before qemu runs, so a lab killed right now can still be taken down
+        pid = start_qemu(command, files, vm.address)
+        state = state.with_vm(replace(vm, pid=pid, started_at=time.time()))
+        save_state(state)
+        progress(f"lab: started {vm.env}/{vm.role} on {vm.address} (qemu pid {pid}, {accel.name})")
+    _wait_ready(state, ssh, options.boot_timeout, started, progress)
+    return state
+
+
+@dataclass
+class _Boot:
+    vm: VmRecord
+    login: subprocess.Popen[bytes] | None = None
+    next_try: float = 0.0
+
+
+def _login(state: LabState, ssh: str, vm: VmRecord, command: str) -> list[str]:
+    return ssh_command(
+        ssh,
+        identity=state.identity,
+        known_hosts=state.known_hosts,
+        address=vm.address,
+        port=vm.ssh_port,
+        command=command,
+    )
+
+
+def _wait_ready(state: LabState, ssh: str, timeout: float, started: float, progress: Progress) -> None:
+    """Wait until every VM sends an SSH banner, then takes a real login with the lab's key
+    and its pinned host key and says it finished booting (``systemctl is-system-running --wait``).
+
+    Raises:
+        VmBootError: a VM's qemu died, its host key did not match, or it was not ready in
+        ``timeout`` seconds; the message ends with its console's last lines.
+    """
+    pending = {vm.name: _Boot(vm) for vm in state.vms}
+    deadline = started + timeout
+    try:
+        while pending:
+            now = time.monotonic()
+            for boot in list(pending.values()):
+                vm = boot.vm
+                where = f"VM {vm.env}/{vm.role} ({vm.address}:{vm.ssh_port})"
+                if not qemu_alive(vm.pid, Path(vm.overlay)):
+                    raise VmBootError(f"{where}: qemu exited while booting; console: {console_tail(Path(vm.console))}")
+                if boot.login is None:
+                    if now >= boot.next_try and ssh_banner(vm.address, vm.ssh_port, timeout=1.0):
+                        boot.login = subprocess.Popen(
+                            _login(state, ssh, vm, "systemctl is-system-running --wait"),
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                        )
+                    continue
+                if boot.login.poll() is None:
+                    continue
+                out, err = boot.login.communicate()
+                boot.login = None
+                words = out.decode(errors="replace").split()
+                said = words[-1] if words else ""
+                if said in READY_STATES:
+                    del pending[vm.name]
+                    note = "" if said == "running" else f"; failed units: {_failed_units(state, ssh, vm)}"
+                    progress(
+                        f"lab: {vm.env}/{vm.role} answers SSH on {vm.address}:{vm.ssh_port} "
+                        f"after {time.monotonic() - started:.1f} s (systemd: {said}{note})"
+                    )
+                    continue
+                error = err.decode(errors="replace").strip()
+                if "host key" in error.lower() or "REMOTE HOST IDENTIFICATION" in error:
+                    raise VmBootError(f"{where}: the host key does not match the pinned one: {error.splitlines()[-1]}")
+                if said in ("maintenance", "stopping", "offline"):
+                    raise VmBootError(f"{where}: systemd is {said}; console: {console_tail(Path(vm.console))}")
+                boot.next_try = time.monotonic() + 1.0  # sshd up but not taking logins yet: try again
+            if time.monotonic() > deadline:
+                late = next(iter(pending.values())).vm
+                raise VmBootError(
+                    f"VM {late.env}/{late.role} ({late.address}:{late.ssh_port}) did not answer SSH within "
+                    f"{timeout:g} s; console ({late.console}): {console_tail(Path(late.console))}"
+                )
+            time.sleep(0.25)
+    finally:
+        for boot in pending.values():
+            if boot.login is not None and boot.login.poll() is None:
+                boot.login.kill()
+                boot.login.wait()
+
+
+def _failed_units(state: LabState, ssh: str, vm: VmRecord) -> str:
+    done = subprocess.run(
+        _login(state, ssh, vm, "systemctl --failed --plain --no-legend"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return ", ".join(line.split()[0] for line in done.stdout.splitlines() if line.strip()) or "none listed"
+
+
+def _teardown(state: LabState, progress: Progress) -> int:
+    """Stop every VM of ``state`` by PID (or find the qemu of an overlay whose PID never got
+    written) and remove the lab's files. Returns how many VMs were running."""
+    stopped = 0
+    for vm in state.vms:
+        overlay = Path(vm.overlay)
+        pid = vm.pid if qemu_alive(vm.pid, overlay) else find_qemu(overlay)
+        if pid is not None:
+            t0 = time.monotonic()
+            if stop_qemu(pid, overlay):
+                stopped += 1
+                progress(f"lab: stopped {vm.env}/{vm.role} (qemu pid {pid}) in {time.monotonic() - t0:.1f} s")
+    _remove_lab_files(state)
+    return stopped
+
+
+def _remove_lab_files(state: LabState) -> None:
+    shutil.rmtree(state.dir, ignore_errors=True)
+    inventory = Path(state.inventory)
+    if is_lab_inventory(inventory):
+        inventory.unlink(missing_ok=True)
+
+
+def lab_down(inventory: Path, progress: Progress) -> int:
+    """Stop the lab's VMs (SIGTERM, SIGKILL after a grace), remove its overlays, files and
+    inventory. Returns how many VMs were running.
+
+    Raises:
+        LabError: there is no lab for ``inventory``.
+    """
+    state = load_state(inventory.resolve())
+    with _no_interrupts():
+        return _teardown(state, progress)
+
+
+def lab_status(inventory: Path, probe_ssh: Callable[[str, int], bool] | None = None) -> list[VmStatus]:
+    """Each VM of the lab: running or not, PID, address, accelerator, uptime, SSH answering.
+
+    Raises:
+        LabError: there is no lab for ``inventory``.
+    """
+    state = load_state(inventory.resolve())
+    probe = probe_ssh or (lambda address, port: ssh_banner(address, port, timeout=2.0))
+    out = []
+    for vm in state.vms:
+        running = qemu_alive(vm.pid, Path(vm.overlay))
+        out.append(
+            VmStatus(
+                name=vm.name,
+                env=vm.env,
+                role=vm.role,
+                address=vm.address,
+                ssh_port=vm.ssh_port,
+                pid=vm.pid,
+                running=running,
+                uptime=process_uptime(vm.pid) if running and vm.pid else None,
+                ssh=running and probe(vm.address, vm.ssh_port),
+                accel=state.accel,
+            )
+        )
+    return out
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def format_status(statuses: Sequence[VmStatus]) -> str:
+    """A table, one VM per line."""
+    rows = [("VM", "ADDRESS", "PID", "STATE", "ACCEL", "UPTIME", "SSH")]
+    for s in statuses:
+        rows.append(
+            (
+                f"{s.env}/{s.role}",
+                f"{s.address}:{s.ssh_port}",
+                str(s.pid or "-"),
+                "running" if s.running else "stopped",
+                s.accel,
+                _duration(s.uptime),
+                "answers" if s.ssh else "no answer",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
