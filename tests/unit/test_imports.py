@@ -238,6 +238,7 @@ def test_the_runtime_and_the_planner_import_nothing_from_the_linter() -> None:
 
 def test_the_runner_reaches_targets_only_through_the_connection_seam() -> None:
     transports = {"chaosrun.run.ssh", "chaosrun.run.local", "chaosrun.run.bridge"}
+    transports |= {f"chaosrun.run.ssh.{m}" for m in ("core", "client", "tunnel")}
     core = ("chaosrun.run.runner", "chaosrun.run.deploy", "chaosrun.run.context", "chaosrun.run.listener")
     graph = import_graph()
     offenders = [str(e) for name in core for e in graph[name] if e.target in transports and not e.lazy]
@@ -258,7 +259,9 @@ def test_asyncssh_is_imported_only_behind_the_connection_seam() -> None:
         for name, (path, _) in find_modules(ENGINE).items()
         if any(m.split(".")[0] == "asyncssh" for m in _external_imports(path))
     }
-    assert {m for m in importers if not m.startswith("chaosrun.testing")} == {"chaosrun.run.ssh"}
+    outside = {m for m in importers if not m.startswith(("chaosrun.testing", "chaosrun.run.ssh."))}
+    assert outside == set(), "only run/ssh/ (and the test servers in testing/) may import asyncssh"
+    assert importers & {"chaosrun.run.ssh.core", "chaosrun.run.ssh.client"}
 
 
 def test_only_the_run_stage_and_the_test_support_are_async() -> None:
