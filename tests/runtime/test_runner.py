@@ -108,6 +108,7 @@ async def test_a_probe_runs_calls_back_and_its_result_reaches_the_report(room: R
         "deploy",
         "callback_accepted",
         "exec",
+        "sensor_baseline",
         "cleanup",
         "result",
         "step_end",
@@ -569,3 +570,24 @@ async def test_verify_reboot_never_reboots_the_monitor_itself(room: Room) -> Non
     up = report.environments[0].steps[0]
     assert (up.status, up.points) == (StepStatus.FAILED, 0)
     assert up.reason == "127.0.0.1 is the monitor's own machine (same boot id): chaosrun does not reboot the monitor"
+
+
+async def test_the_summary_marks_a_suspect_environment_and_the_json_report_carries_its_signals(room: Room) -> None:
+    import io
+
+    from rich.console import Console
+
+    from chaosrun.cli import report_as_json
+    from chaosrun.run.progress import print_summary
+
+    ran = await room.run("steps:\n  - {id: crash, target: web, probe: command, with: {command: 'kill -9 $PPID'}}\n")
+    out = io.StringIO()
+    print_summary(ran.report, Console(file=out, width=200, color_system=None))
+    text = out.getvalue()
+    assert "SUSPECT" in text and "binary_killed: killed by signal KILL before it reported" in text
+    assert "SUSPECT, review before grading: default" in text
+    (env,) = report_as_json(ran.report)["environments"]
+    assert env["integrity"] == "suspect"
+    assert env["signals"] == [
+        {"step": "crash", "signal": "binary_killed", "detail": "killed by signal KILL before it reported"}
+    ]
