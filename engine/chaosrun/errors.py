@@ -15,13 +15,16 @@ The classes themselves live beside the code that raises them (``ScenarioError`` 
     ├── EvalError                       an expression could not be evaluated
     ├── BuildError                      a module could not be compiled
     ├── CallbackRejected                a callback connection was dropped
-    ├── SshError                        an SSH operation failed, naming the host
+    ├── TargetError                     an operation on a target failed, naming the host
+    │   └── SshError, SshTimeout          ... over SSH
     ├── AuditError                      the audit log could not be written
     ├── MonitorKeyError                 the monitor's signing key is unusable
     │   └── KeyMismatchError            a key file and the .pub beside it differ  (exit 2)
     ├── RunError                        the run as a whole cannot go on
     ├── StepFailed                      one step attempt failed (stays inside the run)
     ├── ProbeError                      a probe from the monitor could not run (stays inside the step)
+    ├── LabError                        a lab VM could not be built, booted or stopped
+    │   └── ToolMissingError, ImageBuildError, VmBootError, PortTakenError, ResourceError
     └── LocalSshdError                  the demo's / tests' local sshd did not start
 """
 

@@ -205,6 +205,11 @@ def lab_up(options: UpOptions, progress: Progress) -> LabState:
         LabError: (or a subclass) anything that stops the lab from coming up; nothing is
         left running or on disk then.
     """
+    with _sigterm_as_interrupt():  # from the start: an image build cleans up on SIGTERM too
+        return _up(options, progress)
+
+
+def _up(options: UpOptions, progress: Progress) -> LabState:
     _check_options(options)
     inventory = options.inventory.resolve()
     lab_dir = lab_dir_for(inventory)
@@ -229,33 +234,32 @@ def lab_up(options: UpOptions, progress: Progress) -> LabState:
     addresses = allocate_addresses(count, options.ssh_port)
     for address in addresses:
         check_forwards(address, forwards)
-    with _sigterm_as_interrupt():
-        try:
-            lab_dir.mkdir(mode=0o700)
-        except FileExistsError:
-            raise LabError(f"{lab_dir} is in the way (not a lab's folder?); remove it or choose another -o") from None
-        state = LabState(
-            inventory=str(inventory),
-            dir=str(lab_dir),
-            image=image.id,
-            accel=accel.name,
-            accel_reason=accel.reason,
-            memory_mib=options.memory_mib,
-            cpus=options.cpus,
-            identity=str(lab_dir / "id_ed25519"),
-            known_hosts=str(lab_dir / "known_hosts"),
-            created_at=time.time(),
-        )
-        try:
-            state = _start_all(state, options, image, accel, qemu, qemu_img, ssh, forwards, addresses, progress)
-            write_inventory(state)
-        except BaseException:
-            with _no_interrupts():
-                # state.json is saved before each qemu starts: it knows every VM there may be
-                with contextlib.suppress(LabError):
-                    state = load_state(inventory)
-                _teardown(state, progress)
-            raise
+    try:
+        lab_dir.mkdir(mode=0o700)
+    except FileExistsError:
+        raise LabError(f"{lab_dir} is in the way (not a lab's folder?); remove it or choose another -o") from None
+    state = LabState(
+        inventory=str(inventory),
+        dir=str(lab_dir),
+        image=image.id,
+        accel=accel.name,
+        accel_reason=accel.reason,
+        memory_mib=options.memory_mib,
+        cpus=options.cpus,
+        identity=str(lab_dir / "id_ed25519"),
+        known_hosts=str(lab_dir / "known_hosts"),
+        created_at=time.time(),
+    )
+    try:
+        state = _start_all(state, options, image, accel, qemu, qemu_img, ssh, forwards, addresses, progress)
+        write_inventory(state)
+    except BaseException:
+        with _no_interrupts():
+            # state.json is saved before each qemu starts: it knows every VM there may be
+            with contextlib.suppress(LabError):
+                state = load_state(inventory)
+            _teardown(state, progress)
+        raise
     return state
 
 
