@@ -24,6 +24,8 @@ import (
 
 	"chaosrun/chaos_go/kit/internal/jsonx"
 	"chaosrun/chaos_go/kit/internal/wire"
+	"chaosrun/chaos_go/kit/sensors"
+	"chaosrun/chaos_go/kit/sysexec"
 )
 
 // Kind says whether a module injects chaos or probes a testenv.
@@ -279,6 +281,7 @@ type resultMsg struct {
 	Result       map[string]any `json:"result"`
 	Changes      []Change       `json:"changes"`
 	ConfigSHA256 string         `json:"config_sha256"`
+	Sensors      map[string]any `json:"sensors,omitempty"`
 }
 
 // run is Main without the process around it: it reads the config from in, writes problems
@@ -293,6 +296,9 @@ func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 		return ExitBadConfig
 	}
 	params, paramErr := prepare(m, decl, declErr, cfg)
+	// The tamper sensors look before the module acts (docs/protocol.md, "sensors").
+	sensorCfg := sensors.Default(sensors.ParamPaths(cfg.Params))
+	sensed := sensors.Collect(sensorCfg)
 
 	cb, err := dialMonitor(cfg, opt)
 	if err != nil {
@@ -308,7 +314,8 @@ func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 	if paramErr != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, paramErr)
 		msg := paramErr.Error()
-		res := resultMsg{T: "result", Step: cfg.Step, OK: false, Error: &msg, Result: map[string]any{}, Changes: []Change{}, ConfigSHA256: cfg.digest}
+		res := resultMsg{T: "result", Step: cfg.Step, OK: false, Error: &msg, Result: map[string]any{}, Changes: []Change{}, ConfigSHA256: cfg.digest,
+			Sensors: withPrograms(sensed, sensorCfg)}
 		if _, err := deliver(cb, res, opt); err != nil {
 			fmt.Fprintf(stderr, "%s: callback: %v\n", name, err)
 		}
@@ -323,7 +330,8 @@ func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 	runErr := runModule(ctx, m, params, report, opt.grace)
 	logErr := logs.close()
 
-	res := resultMsg{T: "result", Step: cfg.Step, OK: runErr == nil, Result: report.Result(), Changes: report.Changes(), ConfigSHA256: cfg.digest}
+	res := resultMsg{T: "result", Step: cfg.Step, OK: runErr == nil, Result: report.Result(), Changes: report.Changes(), ConfigSHA256: cfg.digest,
+		Sensors: withPrograms(sensed, sensorCfg)}
 	if res.Changes == nil {
 		res.Changes = []Change{}
 	}
@@ -344,6 +352,23 @@ func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 		return ExitFailed
 	}
 	return ExitOK
+}
+
+// withPrograms adds to the sensors' report the hashes of the programs that ran for the
+// step, the tools the module looked up included (so it is called once the module is done),
+// and a tracer or holders that came while it ran.
+func withPrograms(sensed map[string]any, c sensors.Config) map[string]any {
+	start := time.Now()
+	sensors.Recheck(c, sensed)
+	var tools []sensors.Tool
+	for _, t := range sysexec.Resolved() {
+		tools = append(tools, sensors.Tool{Label: t.Label, Path: t.Path})
+	}
+	sensed["programs"] = sensors.Programs(c, tools)
+	if us, ok := sensed["elapsed_us"].(int64); ok {
+		sensed["elapsed_us"] = us + time.Since(start).Microseconds()
+	}
+	return sensed
 }
 
 // prepare checks the config names this module and validates its parameters. decl and

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // toolDirs are searched after PATH: a non-login SSH session's PATH may leave the sbin
@@ -20,7 +21,17 @@ var toolDirs = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/
 // LookTool finds the executable name, labelled label in errors: a name holding a "/" is
 // a path taken as given; otherwise it is looked for in PATH's absolute directories and
 // then in the sbin and bin directories. The errors start "LABEL not found: ".
+// Every tool found is remembered (Resolved): the kit hashes it into the step's tamper
+// sensors (docs/protocol.md, "sensors"), so a fake tool on one target shows.
 func LookTool(label, name string) (string, error) {
+	path, err := lookTool(label, name)
+	if err == nil {
+		remember(label, path)
+	}
+	return path, err
+}
+
+func lookTool(label, name string) (string, error) {
 	if strings.Contains(name, "/") {
 		if isExecutable(name) {
 			return name, nil
@@ -34,6 +45,40 @@ func LookTool(label, name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s not found: no executable %q in PATH or the sbin and bin directories", label, name)
+}
+
+// Tool is one tool LookTool found: its label and the path it resolved to.
+type Tool struct {
+	Label string
+	Path  string
+}
+
+// maxResolved bounds the registry; a module looks up a handful of tools.
+const maxResolved = 32
+
+var resolved struct {
+	sync.Mutex
+	tools []Tool
+}
+
+func remember(label, path string) {
+	resolved.Lock()
+	defer resolved.Unlock()
+	for _, t := range resolved.tools {
+		if t.Label == label && t.Path == path {
+			return
+		}
+	}
+	if len(resolved.tools) < maxResolved {
+		resolved.tools = append(resolved.tools, Tool{Label: label, Path: path})
+	}
+}
+
+// Resolved returns the tools LookTool found so far in this process, in the order found.
+func Resolved() []Tool {
+	resolved.Lock()
+	defer resolved.Unlock()
+	return append([]Tool{}, resolved.tools...)
 }
 
 func isExecutable(path string) bool {

@@ -79,3 +79,23 @@ func TestRunKillsTheToolWhenTheContextEnds(t *testing.T) {
 		t.Errorf("Run took %v; want about 200 ms", took)
 	}
 }
+
+func TestLookToolRemembersWhatItFoundForTheSensors(t *testing.T) {
+	dir := t.TempDir()
+	tool := writeTool(t, dir, "fakectl", "exit 0\n", 0o755)
+	t.Setenv("PATH", dir)
+	if _, err := LookTool("fakectl", "fakectl"); err != nil {
+		t.Fatal(err)
+	}
+	LookTool("fakectl", "fakectl") // found twice, remembered once
+	LookTool("missing", "no-such-tool-here")
+	var found []Tool
+	for _, r := range Resolved() {
+		if r.Label == "fakectl" || r.Label == "missing" {
+			found = append(found, r)
+		}
+	}
+	if len(found) != 1 || found[0].Path != tool {
+		t.Errorf("Resolved() = %v; want one fakectl at %q", found, tool)
+	}
+}

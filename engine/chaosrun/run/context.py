@@ -32,6 +32,9 @@ class RunContext:
     run_id: str
     dial_ip: str  # the IP literal a binary dials in direct callback mode
     uploads: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(MAX_UPLOADS))
+    # environment -> program label -> ("PATH sha256", step): the programs each environment's
+    # binaries hashed, compared across environments at the end (integrity.program_outliers)
+    programs: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
 
     @property
     def monitor(self) -> MonitorSettings:
@@ -61,6 +64,7 @@ class EnvState:
         self.signals: list[Signal] = []
         self.down: dict[tuple[str, int, str], str] = {}  # targets that did not come back (reboot)
         self._uploaded: set[tuple[tuple[str, int, str], str]] = set()
+        self.sensor_baseline: dict[str, str] | None = None  # integrity.sensor_baseline of the first result
 
     async def connection(self, target: TargetSpec) -> Connection:
         """The target's connection, opened by the first step that needs it.

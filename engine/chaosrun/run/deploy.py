@@ -24,6 +24,7 @@ from ..build import BuildError, goarch_for
 from ..plan import PlannedStep
 from .connection import Connection, ExecResult, Forward, Process, TargetError
 from .context import EnvState
+from .integrity import baseline_changes, sensor_baseline, sensor_flags
 from .listener import ListenerState, serve_listener
 from .model import StepFailed
 from .wire import StepSecret, step_config
@@ -239,6 +240,7 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                 raise StepFailed(f"the result did not come from the binary chaosrun started ({how})")
             assert state.result is not None
             message = state.result
+            _check_sensors(env, step, params, message)
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                 if forward is not None:
@@ -279,6 +281,32 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
     if leftover is not None:
         raise StepFailed(f"cleanup: the binary is still on the target at {remote} ({leftover})")
     return message
+
+
+def _check_sensors(env: EnvState, step: PlannedStep, params: Mapping[str, Any], message: Mapping[str, Any]) -> None:
+    """Flag the red flags of the result's tamper sensors, and what changed since the
+    environment's baseline (its first report, recorded as ``sensor_baseline``)."""
+    sensors = message.get("sensors")
+    if not isinstance(sensors, dict):
+        env.flag(step, "no_sensors", "the result carries no tamper sensors")
+        return
+    for signal, detail in sensor_flags(sensors, params):
+        env.flag(step, signal, detail)
+    current = sensor_baseline(sensors)
+    if env.sensor_baseline is None:
+        env.sensor_baseline = current
+        elapsed = sensors.get("elapsed_us")
+        env.ctx.audit.defer("sensor_baseline", env=env.name, step=step.id, baseline=current, elapsed_us=elapsed)
+    else:
+        for _field, detail in baseline_changes(env.sensor_baseline, current):
+            env.flag(step, "changed_since_baseline", detail)
+        # Each change is flagged once: later steps compare with what this one saw.
+        gone = {k for k in env.sensor_baseline if k.startswith("login:") and k not in current}
+        env.sensor_baseline = {k: v for k, v in {**env.sensor_baseline, **current}.items() if k not in gone}
+    programs = env.ctx.programs.setdefault(env.name, {})
+    for key, value in current.items():
+        if key.startswith("program:"):
+            programs.setdefault(key.removeprefix("program:"), (value, step.id))
 
 
 async def first_of(*waits: Callable[[], Any], timeout: float | None = None) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -31,7 +31,7 @@ from .builds import Builds
 from .connection import Connector, TargetError
 from .context import EnvState, RunContext
 from .deploy import module_attempt
-from .integrity import timing_outliers
+from .integrity import program_outliers, timing_outliers
 from .listener import resolve_dial_address
 from .model import EnvOutcome, RunError, RunOptions, RunReport, StepFailed, StepOutcome, StepStatus
 from .monitor import run_monitor_probe
@@ -235,16 +235,24 @@ async def _run_env(ctx: RunContext, plan: EnvPlan, limiter: trio.CapacityLimiter
             ctx.options.reporter.env_finished(result)
 
 
-async def _judge_integrity(audit: AuditLog, envs: list[EnvOutcome], *, strict: bool) -> None:
-    """Add the signals only the whole run shows (timing outliers), then, with ``strict``,
-    score every suspect environment 0, saying why."""
+async def _judge_integrity(
+    audit: AuditLog,
+    envs: list[EnvOutcome],
+    *,
+    strict: bool,
+    programs: Mapping[str, Mapping[str, tuple[str, str]]] | None = None,
+) -> None:
+    """Add the signals only the whole run shows (timing outliers, a program that differs
+    from most environments' one), then, with ``strict``, score every suspect environment 0,
+    saying why."""
     durations = {
         e.name: {s.id: s.duration for s in e.steps if s.status is not StepStatus.SKIPPED and s.module} for e in envs
     }
     by_name = {e.name: e for e in envs}
-    for name, signal in timing_outliers(durations):
-        by_name[name].signals.append(signal)
-        await audit.record("signal", env=name, **signal.as_json())
+    for name, signal in [*timing_outliers(durations), *program_outliers(programs or {})]:
+        if name in by_name and signal not in by_name[name].signals:
+            by_name[name].signals.append(signal)
+            await audit.record("signal", env=name, **signal.as_json())
     if strict:
         for env in envs:
             if env.signals:
@@ -322,7 +330,7 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
         envs = [outcomes.get(e.name) or EnvOutcome(e.name) for e in plan.environments]
         report = RunReport(run_id, options.section, audit.path, plan.seed, envs, bool(interrupted))
         with trio.CancelScope(shield=True):
-            await _judge_integrity(audit, envs, strict=options.strict)
+            await _judge_integrity(audit, envs, strict=options.strict, programs=ctx.programs)
             await audit.record(
                 "run_end",
                 ok=report.ok,

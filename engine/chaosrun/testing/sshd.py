@@ -83,7 +83,12 @@ def write_known_hosts(path: Path, host: str, port: int, public_key_line: str) ->
 
 @contextlib.contextmanager
 def local_sshd(
-    workdir: Path, *, sshd_path: str | None = None, host: str = HOST, netns: str | None = None
+    workdir: Path,
+    *,
+    sshd_path: str | None = None,
+    host: str = HOST,
+    netns: str | None = None,
+    extra_config: tuple[str, ...] = (),
 ) -> Iterator[LocalSshd]:
     """Run an OpenSSH server on 127.0.0.1 for the duration of the block.
 
@@ -94,6 +99,8 @@ def local_sshd(
         host: the address to listen on (default 127.0.0.1).
         netns: run sshd inside this network namespace (``ip netns exec``), listening on
             ``host`` port 22; the caller made the namespace and gave it ``host``.
+        extra_config: more sshd_config lines, e.g. ``"SetEnv BASH_ENV=/tmp/hook"`` (a
+            tampered target, for the tamper sensors' tests); written before any Match.
 
     Yields:
         The running server's coordinates and credentials.
@@ -124,11 +131,13 @@ def local_sshd(
         port = 22 if netns else _free_port()
         log = root / f"sshd-{attempt}.log"
         config = root / "sshd_config"
-        config.write_text(
-            _config_text(root, port, host_key, authorized_keys, version).replace(
-                f"ListenAddress {HOST}", f"ListenAddress {host}"
-            )
-        )
+        text = _config_text(root, port, host_key, authorized_keys, version)
+        text = text.replace(f"ListenAddress {HOST}", f"ListenAddress {host}")
+        # sshd takes the first SetEnv line only: extra variables join the default one.
+        setenv = " ".join(line.split(None, 1)[1] for line in extra_config if line.startswith("SetEnv "))
+        text = text.replace("SetEnv SHLVL=1", f"SetEnv SHLVL=1 {setenv}".rstrip())
+        others = "".join(line + "\n" for line in extra_config if not line.startswith("SetEnv "))
+        config.write_text(others + text)
         proc = _spawn(sshd, config, log, netns)
         try:
             _wait_for_banner(proc, port, log, host)
