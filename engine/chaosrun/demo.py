@@ -24,19 +24,18 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 import textwrap
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
 from ._resources import data_dir
+from ._signals import sigterm_as_interrupt
 from .auditcheck import verify_audit_log
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ChaosrunError
 from .inventory import Inventory, load_inventory
@@ -120,7 +119,7 @@ def run_demo(args: argparse.Namespace) -> int:
     """
     console = Console(highlight=False, soft_wrap=True)
     demo = _Demo(args, console)
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             return demo.main()
         except ChaosrunError as exc:
@@ -129,24 +128,6 @@ def run_demo(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             console.print(Text("\nchaosrun demo: interrupted", style="yellow"))
             return EXIT_INTERRUPTED
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM unwind like Ctrl-C, so every ``finally`` (server, temp folder) still runs."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from .._signals import sigterm_as_interrupt
 from ..scenario import Scenario
 from .accel import Accel, choose_accel
 from .errors import LabError, ResourceError, VmBootError
@@ -160,24 +160,6 @@ def _check_disk(folder: Path, count: int) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While ``lab up`` runs, SIGTERM cleans up as Ctrl-C does (main thread only)."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
 def _no_interrupts() -> Iterator[None]:
     """Cleanup is short and bounded: a second Ctrl-C must not cut it half way."""
     try:
@@ -205,7 +187,7 @@ def lab_up(options: UpOptions, progress: Progress) -> LabState:
         LabError: (or a subclass) anything that stops the lab from coming up; nothing is
         left running or on disk then.
     """
-    with _sigterm_as_interrupt():  # from the start: an image build cleans up on SIGTERM too
+    with sigterm_as_interrupt():  # from the start: an image build cleans up on SIGTERM too
         return _up(options, progress)
 
 
