@@ -319,7 +319,7 @@ def _translate(
         )
         return [ScenarioError(f"{prefix_text}must be {word} {err.validator_value}, got {instance}", at)]
     if kind in ("minItems", "minProperties"):
-        return [ScenarioError(f"{prefix_text}must not be empty", at)]
+        return [ScenarioError(f"{prefix_text}{custom or 'must not be empty'}", at)]
     if kind == "minLength":
         return [ScenarioError(f"{prefix_text}must not be empty", at)]
     return [ScenarioError(f"{prefix_text}{err.message}", at)]

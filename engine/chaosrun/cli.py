@@ -14,6 +14,7 @@ and ``demo`` import it inside their functions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -35,7 +36,7 @@ from .plan import build_plan, format_plan, plan_as_json
 from .scenario import Scenario, Section, parse_duration
 from .session import new_seed, run_section
 
-COMMANDS = ("run", "verify", "lint", "plan", "modules", "audit", "demo", "lab")
+COMMANDS = ("run", "verify", "lint", "plan", "modules", "audit", "demo", "lab", "test")
 
 
 def _print_errors(errors: Sequence[ScenarioError], fmt: str = "text") -> None:
@@ -327,6 +328,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ._signals import sigterm_as_interrupt
+    from .selftest import SelfTestOptions, format_report, report_as_json, run_selftest
+
+    scenario, _ = _load(argparse.Namespace(scenario=args.scenario, var=args.var, inventory=None))
+    inventory = Path(args.inventory) if args.inventory else None
+    if inventory is not None:
+        load_inventory(inventory)  # a bad inventory is an error before anything starts
+    seed = args.seed if args.seed is not None else new_seed()
+    options = SelfTestOptions(
+        audit_dir=Path(args.audit),
+        seed=seed,
+        inventory=inventory,
+        key_path=Path(args.key) if args.key else None,
+        boot_timeout=_duration_arg("--boot-timeout", args.boot_timeout),
+        memory_mib=args.memory,
+        cpus=args.cpus,
+    )
+    as_json = args.format == "json"
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    progress(f"test: {scenario.name} (seed {seed}) on {'lab VMs' if inventory is None else inventory}")
+    with sigterm_as_interrupt(), open(os.devnull, "w") if args.quiet else contextlib.nullcontext(sys.stderr) as log:
+        report = run_selftest(scenario, options, progress, log)
+    if as_json:
+        print(json.dumps(report_as_json(report), indent=2))
+    else:
+        rows = format_report(report)
+        table = Table(*rows[0], box=None, pad_edge=False, highlight=False)
+        for row in rows[1:]:
+            style = "bold red" if row[4] == "FAILED" else None
+            table.add_row(*row, style=style)
+        console = Console(highlight=False)
+        console.print(table)
+        failed = sum(1 for p in report.phases if not p.ok and not p.skipped)
+        skipped = sum(1 for p in report.phases if p.skipped)
+        verdict = "interrupted" if report.interrupted else ("passed" if report.ok else "FAILED")
+        console.print(
+            f"test {verdict}: {len(report.phases)} phases, {failed} failed"
+            + (f", {skipped} not tried" if skipped else "")
+            + f" in {report.seconds:.0f} s; audit logs in {report.audit_dir}"
+        )
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     from .lab.cli import run_lab  # qemu VMs: nothing of it loads for the other commands
 
@@ -387,6 +440,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("test", help="the author's self-test on fresh lab VMs: chaos, solution, reboot, shortcuts")
+    scenario_args(p)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--audit", metavar="DIR", default="audit", help="directory for the audit logs (./audit)")
+    p.add_argument(
+        "--key",
+        metavar="PATH",
+        help="monitor's Ed25519 signing key ($CHAOSRUN_KEY or ~/.config/chaosrun/monitor_ed25519)",
+    )
+    p.add_argument("--boot-timeout", default="300s", metavar="DURATION", help="for each VM and reboot (300s)")
+    p.add_argument("--memory", type=int, default=1024, metavar="MiB", help="memory per lab VM (1024)")
+    p.add_argument("--cpus", type=int, default=2, metavar="N", help="virtual CPUs per lab VM (2)")
+    p.add_argument("--quiet", action="store_true", help="one line per phase only, not every step's")
+    p.set_defaults(func=cmd_test)
+
     p = sub.add_parser("modules", help="the catalogue of chaos and probe modules")
     p.add_argument("name", nargs="?")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -428,6 +496,11 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--ssh-port", type=int, default=22, metavar="PORT", help="host port for the guest's SSH (22)")
     q.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="qemu accelerator ($CHAOSRUN_LAB_ACCEL; auto)")
     q.add_argument("--boot-timeout", default="300s", metavar="DURATION", help="until each VM answers SSH (300s)")
+    q.add_argument(
+        "--cold",
+        action="store_true",
+        help="boot every VM instead of restoring the saved one (slower; the saved VM is made on first use)",
+    )
     q = lab.add_parser("status", help="each VM of a lab: running, pid, address, uptime, SSH")
     q.add_argument("-i", "--inventory", required=True, metavar="INVENTORY.yml")
     q.add_argument("--format", choices=("text", "json"), default="text")

@@ -17,7 +17,7 @@ from ._source import ScenarioError, ScenarioErrors, Span, gc_paused
 from .expr import EvalError, Expr, NameRef, Template, has_interpolation, iter_leaves, iter_templates, render_static
 from .modules import ModuleDecl, ModuleKind, catalogue
 from .parse import parse_scenario, read_source
-from .scenario import Origin, Scenario, Section, Step, StepKind
+from .scenario import Origin, Repair, Scenario, Section, Step, StepKind
 
 ROOT_NAMES = ("vars", "steps", "target", "env", "result")
 STEP_FIELDS = ("ok", "status", "result", "duration")
@@ -152,7 +152,36 @@ class _Linter:
                 self._step(step, graph, top=step)
                 for option in step.options:
                     self._step(option, graph, top=step)
+        self._repairs()
         return self.errors
+
+    def _repairs(self) -> None:
+        """``solution`` and ``shortcuts`` name roles the scenario has; shortcut names are unique."""
+        roles = set(self.s.targets) | {s.target for s in self.s.all_steps() if s.target}
+        repairs = [*([self.s.solution] if self.s.solution else []), *self.s.shortcuts]
+        for repair in repairs:
+            what = "solution" if repair is self.s.solution else f"shortcut {repair.name!r}"
+            for role, span in repair.role_spans.items():
+                if role not in roles:
+                    choices = ", ".join(sorted(roles)) or "none defined"
+                    self.errors.append(
+                        ScenarioError(
+                            f"{what} names role {role!r}, which no target or step has (roles: {choices})",
+                            span,
+                            _hint(role, roles),
+                        )
+                    )
+        seen: dict[str, Repair] = {}
+        for shortcut in self.s.shortcuts:
+            if shortcut.name in seen:
+                self.errors.append(
+                    ScenarioError(
+                        f"duplicate shortcut name {shortcut.name!r} "
+                        f"(first used at line {seen[shortcut.name].span.line})",
+                        shortcut.span,
+                    )
+                )
+            seen.setdefault(shortcut.name, shortcut)
 
     def _duplicate_ids(self) -> None:
         first: dict[str, Step] = {}

@@ -22,6 +22,7 @@ from .scenario import (
     DEFAULT_TIMEOUT,
     MonitorSettings,
     Origin,
+    Repair,
     Scenario,
     Section,
     Step,
@@ -226,6 +227,35 @@ def _step(node: Node, section: Section, c: _Collector, group: str | None = None)
     )
 
 
+def _repair(name: str, node: Node, skip: tuple[str, ...] = ()) -> Repair:
+    """The role -> shell entries of a ``solution`` or shortcut mapping (schema-checked)."""
+    scripts: dict[str, str] = {}
+    spans: dict[str, Span] = {}
+    assert isinstance(node.value, dict)
+    for role, child in node.value.items():
+        if role in skip or not isinstance(child, Node) or not isinstance(child.value, str):
+            continue
+        scripts[role] = child.value
+        spans[role] = node.key_spans.get(role, child.span)
+    description = _opt(node, "description", str, "")
+    return Repair(name=name, scripts=scripts, span=node.span, role_spans=spans, description=description)
+
+
+def _repairs(root: Node) -> tuple[Repair | None, tuple[Repair, ...]]:
+    solution = None
+    node = root.at("solution")
+    if node is not None and isinstance(node.value, dict):
+        solution = _repair("solution", node)
+    shortcuts: list[Repair] = []
+    seq = root.at("shortcuts")
+    if seq is not None and isinstance(seq.value, list):
+        for item in seq.value:
+            if isinstance(item, Node) and isinstance(item.value, dict):
+                name = _opt(item, "name", str, "")
+                shortcuts.append(_repair(name, item, skip=("name", "description")))
+    return solution, tuple(shortcuts)
+
+
 def build_scenario(root: Node, text: str, file: str, collect: Callable[[list[ScenarioError]], None]) -> Scenario:
     """Node tree -> Scenario; every error goes to ``collect``."""
     c = _Collector()
@@ -237,6 +267,7 @@ def build_scenario(root: Node, text: str, file: str, collect: Callable[[list[Sce
         if seq is not None and isinstance(seq.value, list):
             out.extend(s for s in (_step(n, section, c) for n in seq.value) if s is not None)
     vars_node = root.at("vars")
+    solution, shortcuts = _repairs(root)
     scenario = Scenario(
         file=file,
         name=_opt(root, "name", str, ""),
@@ -248,6 +279,8 @@ def build_scenario(root: Node, text: str, file: str, collect: Callable[[list[Sce
         verify=tuple(verify),
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         base_dir=str(Path(file).resolve().parent),
+        solution=solution,
+        shortcuts=shortcuts,
     )
     collect(errors + c.errors)
     return scenario

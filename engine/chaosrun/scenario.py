@@ -123,6 +123,19 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Repair:
+    """A repair ``chaosrun test`` applies: the scenario's ``solution`` (the reference
+    repair) or one of its ``shortcuts`` (a wrong repair that must not earn full points).
+    ``scripts`` maps a role to the shell run on that role's machine."""
+
+    name: str
+    scripts: Mapping[str, str]
+    span: Span
+    role_spans: Mapping[str, Span] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Scenario:
     file: str
     name: str
@@ -134,6 +147,8 @@ class Scenario:
     verify: tuple[Step, ...]
     sha256: str
     base_dir: str  # folder of the file: relative identity/known_hosts paths start here
+    solution: Repair | None = None
+    shortcuts: tuple[Repair, ...] = ()
 
     def all_steps(self) -> list[Step]:
         """Every step, option and probe, in file order."""

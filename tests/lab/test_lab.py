@@ -331,7 +331,7 @@ def test_a_vm_that_never_answers_fails_with_its_console_tail_and_leaves_nothing(
     lab_image: Image, tmp_path: Path
 ) -> None:
     inventory = tmp_path / "slow.yml"
-    done = chaosrun("lab", "up", "-o", str(inventory), "--boot-timeout", "2s", cwd=tmp_path)
+    done = chaosrun("lab", "up", "-o", str(inventory), "--cold", "--boot-timeout", "2s", cwd=tmp_path)
     assert done.returncode == 1
     line = _one_error_line(done.stderr)
     assert "did not answer SSH within 2 s; console (" in line, line

@@ -71,6 +71,7 @@ def _up(args: argparse.Namespace) -> int:
         ssh_port=args.ssh_port,
         accel=args.accel,
         boot_timeout=_seconds(args.boot_timeout),
+        cold=args.cold,
     )
     started = time.monotonic()
     state = lab_up(options, _progress)

@@ -13,7 +13,6 @@ import contextlib
 import secrets
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -23,9 +22,8 @@ from typing import Any
 from .._signals import sigterm_as_interrupt
 from ..scenario import Scenario
 from .accel import Accel, choose_accel
-from .errors import LabError, ResourceError, VmBootError
+from .errors import LabError, ResourceError
 from .image import Image, Progress, ensure_image, find_tool
-from .login import ssh_command
 from .network import (
     DEFAULT_SERVICE_PORTS,
     Forward,
@@ -34,6 +32,7 @@ from .network import (
     forwards_for,
     ports_from_scenario,
 )
+from .ready import wait_ready
 from .state import (
     LabState,
     VmRecord,
@@ -47,7 +46,6 @@ from .state import (
 )
 from .vm import (
     VmFiles,
-    console_tail,
     create_overlay,
     find_qemu,
     process_uptime,
@@ -57,13 +55,13 @@ from .vm import (
     start_qemu,
     stop_qemu,
 )
+from .warm import RestoreError, Warm, ensure_warm, forget_warm, make_own
 
 __all__ = ["UpOptions", "VmStatus", "format_status", "lab_down", "lab_status", "lab_up", "scenario_lab"]
 
 DEFAULT_ROLE = "target"
 QEMU_OVERHEAD_MIB = 320  # per VM beyond its RAM: qemu itself and TCG's translation buffer
 OVERLAY_DISK_BYTES = 512 * 1024**2  # per VM: what a boot and a few exercises write
-READY_STATES = ("running", "degraded")
 
 
 @dataclass(frozen=True)
@@ -79,6 +77,7 @@ class UpOptions:
     ssh_port: int = 22
     accel: str | None = None
     boot_timeout: float = 300.0
+    cold: bool = False  # boot every VM instead of restoring the saved one
 
 
 @dataclass(frozen=True)
@@ -212,6 +211,49 @@ def _up(options: UpOptions, progress: Progress) -> LabState:
     _check_disk(inventory.parent, count)
     accel = choose_accel(options.accel)
     progress(f"lab: {accel.name} ({accel.reason})")
+    warm = None
+    if not options.cold:
+        warm = ensure_warm(
+            image,
+            accel,
+            qemu,
+            qemu_img,
+            ssh,
+            memory_mib=options.memory_mib,
+            cpus=options.cpus,
+            boot_timeout=options.boot_timeout,
+            progress=progress,
+        )
+    tools = _Tools(qemu, qemu_img, ssh)
+    try:
+        return _attempt(options, inventory, image, accel, warm, tools, progress)
+    except RestoreError as exc:
+        assert warm is not None
+        progress(f"lab: {exc}; forgetting the saved VM and booting cold")
+        forget_warm(warm)
+        return _attempt(options, inventory, image, accel, None, tools, progress)
+
+
+@dataclass(frozen=True)
+class _Tools:
+    qemu: str
+    qemu_img: str
+    ssh: str
+
+
+def _attempt(
+    options: UpOptions,
+    inventory: Path,
+    image: Image,
+    accel: Accel,
+    warm: Warm | None,
+    tools: _Tools,
+    progress: Progress,
+) -> LabState:
+    """Start the lab's VMs (restored from ``warm``, or booted) and write the inventory; on
+    any failure, stop what started and remove the lab's files."""
+    lab_dir = lab_dir_for(inventory)
+    count = options.envs * len(options.roles)
     forwards = forwards_for(options.service_ports, options.ssh_port)
     addresses = allocate_addresses(count, options.ssh_port)
     for address in addresses:
@@ -233,7 +275,7 @@ def _up(options: UpOptions, progress: Progress) -> LabState:
         created_at=time.time(),
     )
     try:
-        state = _start_all(state, options, image, accel, qemu, qemu_img, ssh, forwards, addresses, progress)
+        state = _start_all(state, options, image, accel, warm, tools, forwards, addresses, progress)
         write_inventory(state)
     except BaseException:
         with _no_interrupts():
@@ -250,9 +292,8 @@ def _start_all(
     options: UpOptions,
     image: Image,
     accel: Accel,
-    qemu: str,
-    qemu_img: str,
-    ssh: str,
+    warm: Warm | None,
+    tools: _Tools,
     forwards: Sequence[Forward],
     addresses: Sequence[str],
     progress: Progress,
@@ -285,9 +326,9 @@ def _start_all(
     started = time.monotonic()
     for vm in state.vms:
         files = VmFiles(lab_dir, vm.name)
-        create_overlay(qemu_img, image, files.overlay)
+        create_overlay(tools.qemu_img, image, files.overlay, over=warm.disk if warm else None)
         command = qemu_command(
-            qemu,
+            tools.qemu,
             image,
             accel,
             files,
@@ -296,104 +337,18 @@ def _start_all(
             authorized_keys=authorized,
             memory_mib=options.memory_mib,
             cpus=options.cpus,
+            incoming=warm.memory if warm else None,
         )
         # the state names the overlay before qemu runs, so a lab killed right now can still be taken down
         pid = start_qemu(command, files, vm.address)
         state = state.with_vm(replace(vm, pid=pid, started_at=time.time()))
         save_state(state)
-        progress(f"lab: started {vm.env}/{vm.role} on {vm.address} (qemu pid {pid}, {accel.name})")
-    _wait_ready(state, ssh, options.boot_timeout, started, progress)
+        how = "restoring the saved VM" if warm else "booting"
+        progress(f"lab: started {vm.env}/{vm.role} on {vm.address} (qemu pid {pid}, {accel.name}, {how})")
+    if warm is not None:
+        make_own(state, warm, tools.ssh, options.boot_timeout, started)
+    wait_ready(state, tools.ssh, options.boot_timeout, started, progress)
     return state
-
-
-@dataclass
-class _Boot:
-    vm: VmRecord
-    login: subprocess.Popen[bytes] | None = None
-    next_try: float = 0.0
-
-
-def _login(state: LabState, ssh: str, vm: VmRecord, command: str) -> list[str]:
-    return ssh_command(
-        ssh,
-        identity=state.identity,
-        known_hosts=state.known_hosts,
-        address=vm.address,
-        port=vm.ssh_port,
-        command=command,
-    )
-
-
-def _wait_ready(state: LabState, ssh: str, timeout: float, started: float, progress: Progress) -> None:
-    """Wait until every VM sends an SSH banner, then takes a real login with the lab's key
-    and its pinned host key and says it finished booting (``systemctl is-system-running --wait``).
-
-    Raises:
-        VmBootError: a VM's qemu died, its host key did not match, or it was not ready in
-        ``timeout`` seconds; the message ends with its console's last lines.
-    """
-    pending = {vm.name: _Boot(vm) for vm in state.vms}
-    deadline = started + timeout
-    try:
-        while pending:
-            now = time.monotonic()
-            for boot in list(pending.values()):
-                vm = boot.vm
-                where = f"VM {vm.env}/{vm.role} ({vm.address}:{vm.ssh_port})"
-                if not qemu_alive(vm.pid, Path(vm.overlay)):
-                    raise VmBootError(f"{where}: qemu exited while booting; console: {console_tail(Path(vm.console))}")
-                if boot.login is None:
-                    if now >= boot.next_try and ssh_banner(vm.address, vm.ssh_port, timeout=1.0):
-                        boot.login = subprocess.Popen(
-                            _login(state, ssh, vm, "systemctl is-system-running --wait"),
-                            stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE,
-                        )
-                    continue
-                if boot.login.poll() is None:
-                    continue
-                out, err = boot.login.communicate()
-                boot.login = None
-                words = out.decode(errors="replace").split()
-                said = words[-1] if words else ""
-                if said in READY_STATES:
-                    del pending[vm.name]
-                    note = "" if said == "running" else f"; failed units: {_failed_units(state, ssh, vm)}"
-                    progress(
-                        f"lab: {vm.env}/{vm.role} answers SSH on {vm.address}:{vm.ssh_port} "
-                        f"after {time.monotonic() - started:.1f} s (systemd: {said}{note})"
-                    )
-                    continue
-                error = err.decode(errors="replace").strip()
-                if "host key" in error.lower() or "REMOTE HOST IDENTIFICATION" in error:
-                    raise VmBootError(f"{where}: the host key does not match the pinned one: {error.splitlines()[-1]}")
-                if said in ("maintenance", "stopping", "offline"):
-                    raise VmBootError(f"{where}: systemd is {said}; console: {console_tail(Path(vm.console))}")
-                boot.next_try = time.monotonic() + 1.0  # sshd up but not taking logins yet: try again
-            if time.monotonic() > deadline:
-                late = next(iter(pending.values())).vm
-                raise VmBootError(
-                    f"VM {late.env}/{late.role} ({late.address}:{late.ssh_port}) did not answer SSH within "
-                    f"{timeout:g} s; console ({late.console}): {console_tail(Path(late.console))}"
-                )
-            time.sleep(0.25)
-    finally:
-        for boot in pending.values():
-            if boot.login is not None and boot.login.poll() is None:
-                boot.login.kill()
-                boot.login.wait()
-
-
-def _failed_units(state: LabState, ssh: str, vm: VmRecord) -> str:
-    done = subprocess.run(
-        _login(state, ssh, vm, "systemctl --failed --plain --no-legend"),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return ", ".join(line.split()[0] for line in done.stdout.splitlines() if line.strip()) or "none listed"
 
 
 def _teardown(state: LabState, progress: Progress) -> int:

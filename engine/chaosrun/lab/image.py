@@ -28,7 +28,7 @@ from typing import TextIO
 from .errors import ImageBuildError, LabError, ResourceError, ToolMissingError
 from .recipe import RECIPE, Recipe, recipe_id
 
-__all__ = ["Image", "Progress", "cache_dir", "ensure_image", "find_tool", "image_path"]
+__all__ = ["Image", "Progress", "build_lock", "cache_dir", "ensure_image", "find_tool", "image_path"]
 
 Progress = Callable[[str], None]
 
@@ -127,7 +127,7 @@ def ensure_image(progress: Progress, recipe: Recipe = RECIPE, cache: Path | None
     mmdebstrap = find_tool("mmdebstrap", "mmdebstrap")
     mke2fs = find_tool("mke2fs", "e2fsprogs")
     final.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(final, progress):
+    with build_lock(final, "image", progress):
         if _complete(final):  # another process built it while we waited
             return Image(final.name, final)
         for stale in final.parent.glob(f".build-{final.name}-*"):
@@ -143,12 +143,14 @@ def ensure_image(progress: Progress, recipe: Recipe = RECIPE, cache: Path | None
 
 
 @contextlib.contextmanager
-def _build_lock(final: Path, progress: Progress) -> Iterator[None]:
+def build_lock(final: Path, what: str, progress: Progress) -> Iterator[None]:
+    """Hold the lock of a cache entry being made (``final.lock`` beside it); say so when
+    another chaosrun holds it, and wait."""
     with open(final.parent / f"{final.name}.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress(f"lab: waiting for another chaosrun that is building image {final.name}")
+            progress(f"lab: waiting for another chaosrun that is making {what} {final.name}")
             fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 

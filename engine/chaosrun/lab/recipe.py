@@ -96,9 +96,14 @@ add_key /root root
 add_key /home/{USER} {USER}
 if [ -r "$src/hostname/raw" ]; then
     read -r name < "$src/hostname/raw" || [ -n "$name" ]
-    printf '%s\\n' "$name" > /etc/hostname
     printf '%s' "$name" > /proc/sys/kernel/hostname
-    printf '127.0.0.1 localhost\\n127.0.1.1 %s\\n::1 localhost ip6-localhost ip6-loopback\\n' "$name" > /etc/hosts
+    # the files only for a new name (the first boot, a VM restored from the saved one): what
+    # an exam did to /etc/hosts or /etc/hostname must still be there after a reboot
+    old=; read -r old < /etc/hostname || true
+    if [ "$old" != "$name" ]; then
+        printf '%s\\n' "$name" > /etc/hostname
+        printf '127.0.0.1 localhost\\n127.0.1.1 %s\\n::1 localhost ip6-localhost ip6-loopback\\n' "$name" > /etc/hosts
+    fi
 fi
 """
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -91,14 +92,16 @@ class VmFiles:
         return self._path(".hostname")
 
 
-def create_overlay(qemu_img: str, image: Image, overlay: Path) -> None:
-    """A new qcow2 overlay over the image's raw disk; the base stays read-only to the VM.
+def create_overlay(qemu_img: str, image: Image, overlay: Path, *, over: Path | None = None) -> None:
+    """A new qcow2 overlay over the image's raw disk (or over ``over``, the saved VM's own
+    qcow2 disk, itself an overlay of the image); what it lies over is never written.
 
     Raises:
         LabError: qemu-img failed.
     """
+    backing = ["-F", "qcow2", "-b", str(over)] if over is not None else ["-F", "raw", "-b", str(image.disk)]
     done = subprocess.run(
-        [qemu_img, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.disk), str(overlay)],
+        [qemu_img, "create", "-q", "-f", "qcow2", *backing, str(overlay)],
         capture_output=True,
         text=True,
     )
@@ -117,8 +120,19 @@ def qemu_command(
     authorized_keys: Path,
     memory_mib: int,
     cpus: int,
+    qmp: Path | None = None,
+    incoming: Path | None = None,
 ) -> list[str]:
-    """The qemu command line for one VM (daemonized, no display, console to a file)."""
+    """The qemu command line for one VM (daemonized, no display, console to a file).
+
+    ``qmp`` puts qemu's machine protocol on that Unix socket (the VM that gets saved needs
+    it); ``incoming`` restores the VM from a saved one's memory file instead of booting it.
+    Everything the guest can see is the same for every VM of one size, so a VM saved with
+    one command line restores under another one's: only the host side differs (addresses,
+    the files fw_cfg hands over, the overlay). ``vmgenid`` tells a restored guest kernel
+    that it is a new machine, so it reseeds its random number generator and no two VMs
+    restored from one memory file draw the same random numbers.
+    """
     accel_args = list(accel.args)
     if accel.name == "tcg":
         accel_args[1] += f",tb-size={TCG_TB_SIZE_MIB}"
@@ -164,8 +178,12 @@ def qemu_command(
         f"file,id=console,path={files.console}",
         "-serial",
         "chardev:console",
+        "-device",
+        "vmgenid,guid=auto",
         "-monitor",
         "none",
+        *(["-qmp", f"unix:{qmp},server=on,wait=off"] if qmp is not None else []),
+        *(["-incoming", f"exec:cat {shlex.quote(str(incoming))}"] if incoming is not None else []),
         "-daemonize",
         "-pidfile",
         str(files.pidfile),
