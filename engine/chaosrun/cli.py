@@ -333,7 +333,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ._signals import sigterm_as_interrupt
-    from .selftest import SelfTestOptions, format_report, report_as_json, run_selftest
+    from .selftest import SelfTestOptions, format_details, format_report, report_as_json, run_selftest
 
     scenario, _ = _load(argparse.Namespace(scenario=args.scenario, var=args.var, inventory=None))
     inventory = Path(args.inventory) if args.inventory else None
@@ -367,6 +367,8 @@ def cmd_test(args: argparse.Namespace) -> int:
             table.add_row(*row, style=style)
         console = Console(highlight=False)
         console.print(table)
+        for line in format_details(report):
+            console.print(f"  {line}", soft_wrap=True)
         failed = sum(1 for p in report.phases if not p.ok and not p.skipped)
         skipped = sum(1 for p in report.phases if p.skipped)
         verdict = "interrupted" if report.interrupted else ("passed" if report.ok else "FAILED")

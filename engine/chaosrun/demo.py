@@ -67,7 +67,7 @@ _TREE: dict[str, tuple[int, str]] = {
             worker_processes auto;
             events { worker_connections 768; }
             http {
-                access_log /var/log/app/access.log;
+                access_log /var/log/nginx/access.log;
                 server {
                     listen 80 default_server;
                     root /srv/www;
@@ -92,8 +92,8 @@ _TREE: dict[str, tuple[int, str]] = {
             """
         ),
     ),
-    "var/log/app/access.log": (0o640, '127.0.0.1 - - [01/Jan/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 612\n'),
-    "var/log/app/error.log": (0o640, ""),
+    "var/log/nginx/access.log": (0o640, '127.0.0.1 - - [01/Jan/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 612\n'),
+    "var/log/nginx/error.log": (0o640, ""),
     "srv/www/index.html": (0o644, "<!doctype html>\n<title>web01</title>\n<h1>It works.</h1>\n"),
 }
 

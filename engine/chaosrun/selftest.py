@@ -38,7 +38,15 @@ from .plan import Plan, build_plan, pick_option
 from .run.repair import run_repair
 from .scenario import Repair, Scenario, Section, StepKind
 
-__all__ = ["Phase", "SelfTestOptions", "SelfTestReport", "format_report", "report_as_json", "run_selftest"]
+__all__ = [
+    "Phase",
+    "SelfTestOptions",
+    "SelfTestReport",
+    "format_details",
+    "format_report",
+    "report_as_json",
+    "run_selftest",
+]
 
 Progress = Callable[[str], None]
 
@@ -216,25 +224,13 @@ def run_selftest(scenario: Scenario, options: SelfTestOptions, progress: Progres
     runner = _Tracks(report, scenario, options, audit_dir, progress, log)
     try:
         with _lab_folder(work, options.inventory is None):
-            tracks: list[_Track] = [_Track("solution", "solution", solution)]
-            while tracks:
-                track = tracks.pop(0)
-                inventory = machines.fresh(track.name)
-                if inventory is None:
-                    report.phases.append(Phase(track.name, "all", "a fresh machine", skipped=True, detail=NOT_FRESH))
-                    continue
-                plan = runner.plan_for(inventory, track)
-                if plan is None:
-                    continue
-                runner.run(track, plan)
-                if track.kind == "solution":  # now the picks are known: the other options, then the shortcuts
-                    tracks += [_Track(f"variant-{o}", "variant", None, {g: o}) for g, o in _other_options(plan)]
-                    tracks += [_Track(s.name, "shortcut", s) for s in scenario.shortcuts]
-            runner.coverage()
+            try:
+                runner.all_tracks(machines, _Track("solution", "solution", solution))
+            finally:
+                machines.close()
     except _Interrupted:
         report.interrupted = True
     finally:
-        machines.close()
         report.seconds = time.monotonic() - started
     return report
 
@@ -304,6 +300,25 @@ class _Tracks:
         self.progress = progress
         self.log = log
         self.caught: set[str] = set()  # graded probes that failed somewhere they had to
+
+    def all_tracks(self, machines: _Machines, first: _Track) -> None:
+        """The solution track, then (once its picks are known) a track per other one_of
+        option and per shortcut, each on fresh machines; then the coverage check."""
+        tracks = [first]
+        while tracks:
+            track = tracks.pop(0)
+            inventory = machines.fresh(track.name)
+            if inventory is None:
+                self.report.phases.append(Phase(track.name, "all", "a fresh machine", skipped=True, detail=NOT_FRESH))
+                continue
+            plan = self.plan_for(inventory, track)
+            if plan is None:
+                continue
+            self.run(track, plan)
+            if track.kind == "solution":
+                tracks += [_Track(f"variant-{o}", "variant", None, {g: o}) for g, o in _other_options(plan)]
+                tracks += [_Track(s.name, "shortcut", s) for s in self.scenario.shortcuts]
+        self.coverage()
 
     def plan_for(self, inventory_path: Path, track: _Track) -> Plan | None:
         inventory = load_inventory(inventory_path)
@@ -471,9 +486,15 @@ def _points(p: Phase) -> str:
 
 
 def format_report(report: SelfTestReport) -> list[Sequence[str]]:
-    """The rows of the phases table (header first)."""
-    rows: list[Sequence[str]] = [("TRACK", "PHASE", "EXPECT", "POINTS", "RESULT", "DETAIL")]
+    """The rows of the phases table (header first); the details go below it
+    (:func:`format_details`), where they can be read whole."""
+    rows: list[Sequence[str]] = [("TRACK", "PHASE", "EXPECT", "POINTS", "RESULT", "TIME")]
     for p in report.phases:
-        result = "skipped" if p.skipped else ("ok" if p.ok else "FAILED")
-        rows.append((p.track, p.name, p.expect, _points(p), result, p.detail))
+        result = "not tried" if p.skipped else ("ok" if p.ok else "FAILED")
+        rows.append((p.track, p.name, p.expect, _points(p), result, f"{p.seconds:.0f}s"))
     return rows
+
+
+def format_details(report: SelfTestReport) -> list[str]:
+    """``track/phase: detail`` for each phase that has one."""
+    return [f"{p.track}/{p.name}: {p.detail}" for p in report.phases if p.detail]

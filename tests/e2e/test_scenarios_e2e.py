@@ -55,9 +55,13 @@ def test_web_outage_fills_the_log_kills_the_server_and_breaks_its_config(exam: E
     sb = exam.sandbox
     (sb / "var/log/nginx").mkdir(parents=True)
     (sb / "etc/nginx").mkdir(parents=True)
+    (sb / "var/www/html").mkdir(parents=True)
     conf = sb / "etc/nginx/nginx.conf"
     conf.write_text("worker_processes 1;\n")
     conf.chmod(0o644)
+    page = sb / "var/www/html/index.nginx-debian.html"
+    page.write_text("<h1>Welcome to nginx!</h1>\n")
+    page.chmod(0o644)
     name = "web-" + secrets.token_hex(3)
     server = exam.sleeper(name)
     run, grade = run_and_verify(exam, "web_outage.yaml", "fill_mb=4", f"web_process={name}", f"web_port={free_port()}")
@@ -66,42 +70,66 @@ def test_web_outage_fills_the_log_kills_the_server_and_breaks_its_config(exam: E
     assert server.wait(timeout=5) == -signal.SIGKILL
     picked = run.events("run_start")[0]["plan"]["environments"][0]["picks"]["pick_one"]
     if picked == "break_perms":
-        assert stat.S_IMODE(conf.stat().st_mode) == 0
+        assert stat.S_IMODE(page.stat().st_mode) == 0
     else:
-        assert conf.stat().st_uid == 65534  # nobody
+        assert conf.read_text() == "worker_processes 1;\nworker_processes two;\n"
     assert {r["step"]: r["status"] for r in run.events("step_end")}["pause"] == "ok"
-    # Not repaired: nothing answers on the port; the disk still has space (3 of 8 points).
+    # Not repaired: no page answers on the port; this disk still has space (3 of 8 points).
     assert points(grade) == {"web_answers": 0, "space_back": 3}
     assert grade.code == 1
 
 
 def test_disk_full_fills_a_directory_and_hides_a_deleted_open_file(exam: Exam) -> None:
     sb = exam.sandbox
-    (sb / "srv/app/cache").mkdir(parents=True)
-    (sb / "srv/app/data.db").write_text("precious")
     (sb / "var/tmp").mkdir(parents=True)
+    (sb / "var/log").mkdir(parents=True)
     logger = "applog-" + secrets.token_hex(3)
     run, grade = run_and_verify(exam, "disk_full.yaml", "fill_mb=3", f"logger={logger}")
     pid = int(result_of(run, "ghost_log")["pid"])
     try:
         assert run.code == 0, run.stdout + run.stderr
-        assert (sb / "srv/app/cache/.journal.tmp").stat().st_size == 3 * 1024 * 1024
+        assert (sb / "var/tmp/.journal.tmp").stat().st_size == 3 * 1024 * 1024
         assert Path(f"/proc/{pid}/comm").read_text().strip() == logger[:15]
         fds = [os.readlink(f) for f in Path(f"/proc/{pid}/fd").iterdir()]
         assert any(f.endswith("app-debug.log (deleted)") for f in fds), fds
-        assert not (sb / "var/tmp/app-debug.log").exists()
-        assert points(grade) == {"filler_removed": 0, "logger_gone": 0, "data_intact": 3}
+        assert not (sb / "var/log/app-debug.log").exists()
+        assert points(grade) == {"filler_removed": 0, "logger_gone": 0, "space_back": 3}
     finally:
         kill_pid(pid)
 
 
-def test_killed_service_kills_the_server_and_squats_on_its_port(exam: Exam) -> None:
+def _stand_in_systemctl(folder: Path) -> tuple[Path, Path]:
+    """A systemctl for a machine where systemd does not run: it logs its arguments and says
+    the unit is enabled until someone disables it (the real one is tested on lab VMs)."""
+    calls = folder / "systemctl.calls"
+    state = folder / "systemctl.state"
+    script = folder / "systemctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        'case "$1" in\n'
+        f"  disable) echo disabled > {state} ;;\n"
+        f'  is-enabled) cat {state} 2>/dev/null || echo enabled; [ "$(cat {state} 2>/dev/null)" != disabled ] ;;\n'
+        "  is-active) echo inactive; exit 3 ;;\n"
+        "esac\n"
+    )
+    script.chmod(0o755)
+    return script, calls
+
+
+def test_killed_service_kills_the_server_disables_it_and_squats_on_its_port(exam: Exam, tmp_path: Path) -> None:
     name = "svc-" + secrets.token_hex(3)
     squatter = "sq-" + secrets.token_hex(3)
     server = exam.sleeper(name)
     port = free_port()
+    systemctl, calls = _stand_in_systemctl(tmp_path)
     run, grade = run_and_verify(
-        exam, "killed_service.yaml", f"service_process={name}", f"port={port}", f"squatter={squatter}"
+        exam,
+        "killed_service.yaml",
+        f"service_process={name}",
+        f"port={port}",
+        f"squatter={squatter}",
+        f"systemctl={systemctl}",
     )
     pid = int(result_of(run, "squat_port")["pid"])
     try:
@@ -112,27 +140,27 @@ def test_killed_service_kills_the_server_and_squats_on_its_port(exam: Exam) -> N
 
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             pass  # the squatter holds the port
-        assert points(grade) == {"squatter_gone": 0, "port_answers": 6}
+        assert "disable --now nginx" in calls.read_text()
+        assert points(grade) == {"squatter_gone": 0, "starts_at_boot": 0, "page_answers": 0}
     finally:
         kill_pid(pid)
 
 
 def test_broken_permissions_opens_a_key_steals_a_dir_and_locks_a_file(exam: Exam) -> None:
     sb = exam.sandbox
-    key = sb / "home/deploy/.ssh/id_ed25519"
+    key = sb / "home/candidate/.ssh/authorized_keys"
     key.parent.mkdir(parents=True)
-    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    key.write_text("ssh-ed25519 AAAA... candidate\n")
     key.chmod(0o600)
-    www = sb / "srv/www"
+    www = sb / "var/www/html"
     www.mkdir(parents=True)
-    os.chown(www, 1000, 1000)
-    index = www / "index.html"
+    index = www / "index.nginx-debian.html"
     index.write_text("<h1>hi</h1>\n")
     try:
         run, grade = run_and_verify(exam, "broken_permissions.yaml")
         assert run.code == 0, run.stdout + run.stderr
         assert stat.S_IMODE(key.stat().st_mode) == 0o666
-        assert (www.stat().st_uid, www.stat().st_gid) == (0, 0)
+        assert www.stat().st_uid == 65534  # nobody
         lsattr = subprocess.run(["lsattr", "-d", str(index)], capture_output=True, text=True, check=True).stdout
         assert "i" in lsattr.split()[0]
         assert points(grade) == {"key_private": 0, "webroot_owner": 0, "index_writable": 0}
@@ -170,7 +198,7 @@ def test_hosts_dns_poisons_hosts_and_resolv_conf(exam: Exam) -> None:
     assert "192.0.2.10" in (sb / "etc/hosts").read_text() and "deb.example.org" in (sb / "etc/hosts").read_text()
     resolv = (sb / "etc/resolv.conf").read_text()
     assert "nameserver 192.0.2.53" in resolv and "127.0.0.53" not in resolv
-    assert points(grade) == {"hosts_clean": 0, "resolver_back": 0}
+    assert points(grade) == {"hosts_clean": 0, "resolver_back": 0, "localhost_kept": 2}
 
 
 def test_user_locked_out_locks_the_account_one_of_three_ways(exam: Exam) -> None:
@@ -178,19 +206,22 @@ def test_user_locked_out_locks_the_account_one_of_three_ways(exam: Exam) -> None
     (sb / "etc").mkdir()
     (sb / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\noperator:x:1001:1001::/home/operator:/bin/bash\n")
     (sb / "etc/shadow").write_text("root:*:19000:0:99999:7:::\noperator:$6$abc$def:19000:0:99999:7:::\n")
-    run, grade = run_and_verify(exam, "user_locked_out.yaml", seed=5)
+    run, grade = run_and_verify(exam, "user_locked_out.yaml", "user=operator", seed=5)
     assert run.code == 0, run.stdout + run.stderr
     picked = run.events("run_start")[0]["plan"]["environments"][0]["picks"]["lock"]
     passwd, shadow = (sb / "etc/passwd").read_text(), (sb / "etc/shadow").read_text()
     expected = {
         "lock_password": (
             "operator:!$6$abc$def:" in shadow,
-            {"password_unlocked": 0, "not_expired": 3, "has_shell": 3},
+            {"password_unlocked": 0, "not_expired": 3, "has_shell": 3, "has_password": 2},
         ),
-        "expire_account": (":99999:7::1:" in shadow, {"password_unlocked": 4, "not_expired": 0, "has_shell": 3}),
+        "expire_account": (
+            ":99999:7::1:" in shadow,
+            {"password_unlocked": 4, "not_expired": 0, "has_shell": 3, "has_password": 2},
+        ),
         "no_shell": (
             "/home/operator:/usr/sbin/nologin" in passwd,
-            {"password_unlocked": 4, "not_expired": 3, "has_shell": 0},
+            {"password_unlocked": 4, "not_expired": 3, "has_shell": 0, "has_password": 2},
         ),
     }[picked]
     assert expected[0], (picked, passwd, shadow)

@@ -177,6 +177,9 @@ cat > "$root/etc/systemd/network/10-eth0.network" <<'CHAOSRUN_EOF'
 chroot "$root" systemctl enable systemd-networkd.service
 
 chroot "$root" useradd --create-home --shell /bin/bash --groups sudo {USER}
+# a password of its own, as an exam machine's user has (sshd takes keys only): exams that
+# lock, expire or unlock an account need one to be there
+printf '%s:%s\\n' {USER} {USER} | chroot "$root" chpasswd
 printf '{USER} ALL=(ALL) NOPASSWD: ALL\\n' > "$root/etc/sudoers.d/{USER}"
 chmod 0440 "$root/etc/sudoers.d/{USER}"
 
