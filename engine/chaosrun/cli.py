@@ -483,6 +483,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--audit", metavar="DIR", default="audit", help="directory for the audit logs (./audit)")
     p.add_argument("--keep", action="store_true", help="keep the temporary testenv folder for inspection")
+    p.add_argument("--lab", action="store_true", help="run the same exam against a real Debian VM (chaosrun lab)")
     p.add_argument("--plain", action="store_true", help="plain log lines instead of the live table")
     p.set_defaults(func=cmd_demo)
 

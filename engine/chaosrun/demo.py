@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
@@ -171,7 +172,10 @@ class _Demo:
         scenario_path = data_dir("scenarios") / "demo.yaml"
         workdir = Path(tempfile.mkdtemp(prefix="chaosrun-demo-"))
         try:
-            passed, verdict = self._in(workdir, scenario_path)
+            if getattr(self.args, "lab", False):
+                passed, verdict = self._in_lab(workdir, scenario_path)
+            else:
+                passed, verdict = self._in(workdir, scenario_path)
         finally:
             if self.args.keep:
                 self.say(f"kept the testenv folder {workdir} (--keep); remove it when done")
@@ -239,6 +243,77 @@ class _Demo:
         passed = run.ok and after.full and audits_ok
         verdict = (
             f"demo {'passed' if passed else 'FAILED'}: run {'ok' if run.ok else 'FAILED'}, "
+            f"audit logs {'intact' if audits_ok else 'BROKEN'}; {before.text} points before the repair, "
+            f"{after.text} points after"
+        )
+        return passed, verdict
+
+    def _in_lab(self, workdir: Path, scenario_path: Path) -> tuple[bool, str]:
+        """The same exam against a real Debian VM (``chaosrun lab``): real systemd, nginx,
+        sshd, real system paths; the repair is the scenario's own ``solution``."""
+        from .lab import UpOptions, for_lab, lab_down, lab_up, scenario_lab
+        from .run.repair import run_repair
+
+        self.key_path = workdir / "monitor_ed25519"
+        scenario = for_lab(load_scenario(scenario_path))
+        solution = scenario.solution
+        if solution is None:
+            raise _DemoError(f"{scenario_path} has no solution to repair the lab VM with")
+        self.say("chaosrun demo --lab: break a real Debian VM, grade it, repair it, grade again.", "bold")
+        self.say(f'scenario: {scenario_path} (real paths: root is "")')
+        self.heading("lab: a real Debian 12 VM (qemu)")
+        self.say("The first time on a machine, the VM image is built from Debian's packages (~90 s) and")
+        self.say("one VM is booted and saved; after that a VM is restored from it in seconds.")
+        roles, ports = scenario_lab(scenario)
+        inventory_path = workdir / "lab.yml"
+        progress = lambda line: self.say(line, "dim")  # noqa: E731 - one line each, twice
+        lab_up(UpOptions(inventory=inventory_path, roles=roles, service_ports=ports), progress)
+        try:
+            inv = load_inventory(inventory_path)
+            self.say(f"inventory: {inventory_path}")
+
+            self.heading("run: inject the scenario's chaos steps into the VM")
+            run = self._run(scenario, inv, Section.STEPS)
+            if run.interrupted:
+                raise KeyboardInterrupt
+
+            self.heading("verify: grade the VM before any repair")
+            before = self._run(scenario, inv, Section.VERIFY)
+            if before.interrupted:
+                raise KeyboardInterrupt
+            self.say(f"points before the repair: {before.text} (nothing is repaired yet)", "bold")
+
+            self.heading("repair: the scenario's solution, run on the VM over SSH")
+            for role, script in solution.scripts.items():
+                self.say(f"  # on {role}:", "dim")
+                for line in script.strip().splitlines():
+                    self.say(f"  $ {line}", "cyan")
+            plan = build_plan(scenario, seed=new_seed(), inventory=inv)
+            run_id = f"demo-repair-{secrets.token_hex(3)}"
+            failures, repair_log = run_repair(
+                plan, solution, self.audit_dir, run_id, track="demo", key_path=self.key_path
+            )
+            for failure in failures:
+                self.say(f"  repair failed: {failure}", "red")
+
+            self.heading("verify again: grade the repaired VM")
+            after = self._run(scenario, inv, Section.VERIFY)
+            if after.interrupted:
+                raise KeyboardInterrupt
+            self.say(f"points after the repair: {after.text}", "bold")
+        finally:
+            self.heading("lab down: stop the VM, remove its overlay")
+            lab_down(inventory_path, progress)
+
+        self.heading("audit: check each run's hash-chained, signed log")
+        public = self._keep_public_key()
+        audits_ok = all(
+            [self._check_audit(score.audit, public) for score in (run, before, after)]
+            + [self._check_audit(repair_log, public)]
+        )
+        passed = run.ok and not failures and after.full and audits_ok
+        verdict = (
+            f"demo --lab {'passed' if passed else 'FAILED'}: run {'ok' if run.ok else 'FAILED'}, "
             f"audit logs {'intact' if audits_ok else 'BROKEN'}; {before.text} points before the repair, "
             f"{after.text} points after"
         )

@@ -25,7 +25,6 @@ the scenario's ``monitor.callback`` says (a lab is not the exam network).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -218,7 +217,9 @@ def run_selftest(scenario: Scenario, options: SelfTestOptions, progress: Progres
     work = audit_dir / "lab"
     report = SelfTestReport(scenario.file, scenario.name, options.seed, "", audit_dir)
     if options.inventory is None:
-        scenario = _for_lab(scenario)
+        from .lab import for_lab
+
+        scenario = for_lab(scenario)
     machines = _Machines(scenario, options, work, progress)
     report.machines = machines.label
     runner = _Tracks(report, scenario, options, audit_dir, progress, log)
@@ -273,12 +274,6 @@ def _lab_folder(work: Path, wanted: bool) -> Iterator[None]:
         if wanted:
             with contextlib.suppress(OSError):
                 work.rmdir()  # empty once every lab is down
-
-
-def _for_lab(scenario: Scenario) -> Scenario:
-    if scenario.monitor.callback == "tunnel":
-        return scenario
-    return dataclasses.replace(scenario, monitor=dataclasses.replace(scenario.monitor, callback="tunnel"))
 
 
 class _Tracks:

@@ -10,7 +10,7 @@ host key (``login``), and writes an inventory the other commands take (``state``
 Synchronous code only (subprocess and polling): only ``run/`` is async.
 """
 
-from .commands import UpOptions, VmStatus, format_status, lab_down, lab_status, lab_up, scenario_lab
+from .commands import UpOptions, VmStatus, for_lab, format_status, lab_down, lab_status, lab_up, scenario_lab
 from .errors import ImageBuildError, LabError, PortTakenError, ResourceError, ToolMissingError, VmBootError
 from .image import Image, cache_dir, ensure_image
 from .state import LabState, VmRecord, lab_dir_for, load_state
@@ -29,6 +29,7 @@ __all__ = [
     "VmStatus",
     "cache_dir",
     "ensure_image",
+    "for_lab",
     "format_status",
     "lab_dir_for",
     "lab_down",

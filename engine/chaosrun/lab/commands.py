@@ -57,7 +57,7 @@ from .vm import (
 )
 from .warm import RestoreError, Warm, ensure_warm, forget_warm, make_own
 
-__all__ = ["UpOptions", "VmStatus", "format_status", "lab_down", "lab_status", "lab_up", "scenario_lab"]
+__all__ = ["UpOptions", "VmStatus", "for_lab", "format_status", "lab_down", "lab_status", "lab_up", "scenario_lab"]
 
 DEFAULT_ROLE = "target"
 QEMU_OVERHEAD_MIB = 320  # per VM beyond its RAM: qemu itself and TCG's translation buffer
@@ -108,6 +108,14 @@ class VmStatus:
             "ssh": self.ssh,
             "accel": self.accel,
         }
+
+
+def for_lab(scenario: Scenario) -> Scenario:
+    """The scenario with its callbacks through the SSH tunnel: a lab VM reaches nothing
+    outside (qemu ``restrict=on``), so it cannot dial the monitor's listener."""
+    if scenario.monitor.callback == "tunnel":
+        return scenario
+    return replace(scenario, monitor=replace(scenario.monitor, callback="tunnel"))
 
 
 def scenario_lab(scenario: Scenario) -> tuple[tuple[str, ...], tuple[int, ...]]:

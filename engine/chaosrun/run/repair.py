@@ -1,6 +1,8 @@
 """Run stage: a repair, the shell of a scenario's ``solution`` or of one of its ``shortcuts``,
 run on each of its roles' machines, every environment, through the connection seam, and
-recorded in an audit log of its own (for ``chaosrun test``).
+recorded in an audit log of its own (for ``chaosrun test`` and ``chaosrun demo --lab``):
+``run_start`` (section ``repair``), per role ``repair`` and ``repair_end``, ``run_end``, the
+seal; ``chaosrun audit verify`` checks it like any run's.
 
 The shell is run as ``sh -es`` with the script on its stdin: the first failing command stops
 it and fails the repair. The audit log holds the script's SHA-256 (not its text: the
@@ -58,13 +60,22 @@ def run_repair(
     async def main() -> None:
         conn_source = connector or default_connector()
         async with open_audit(audit_dir, run_id, key=key) as audit, conn_source.open_shared():
-            await audit.record("repair_start", track=track, repair=repair.name, scenario=plan.scenario.file)
+            await audit.record(
+                "run_start",
+                section="repair",
+                track=track,
+                repair=repair.name,
+                scenario=plan.scenario.file,
+                scenario_sha256=plan.scenario.sha256,
+                environments=len(plan.environments),
+                connector=conn_source.name,
+            )
             for env in plan.environments:
                 for role, script in repair.scripts.items():
                     failure = await _one(audit, conn_source, env.name, role, env.targets.get(role), script)
                     if failure:
                         failures.append(f"{env.name}/{role}: {failure}")
-            await audit.record("repair_done", ok=not failures, failures=failures)
+            await audit.record("run_end", ok=not failures, failures=failures)
 
     trio.run(main)
     return failures, path
