@@ -22,7 +22,7 @@ from typing import Any
 from .._signals import sigterm_as_interrupt
 from ..scenario import Scenario
 from .accel import Accel, choose_accel
-from .errors import LabError, ResourceError
+from .errors import LabError, PortTakenError, ResourceError
 from .image import Image, Progress, ensure_image, find_tool
 from .network import (
     DEFAULT_SERVICE_PORTS,
@@ -62,6 +62,7 @@ __all__ = ["UpOptions", "VmStatus", "for_lab", "format_status", "lab_down", "lab
 DEFAULT_ROLE = "target"
 QEMU_OVERHEAD_MIB = 320  # per VM beyond its RAM: qemu itself and TCG's translation buffer
 OVERLAY_DISK_BYTES = 512 * 1024**2  # per VM: what a boot and a few exercises write
+ADDRESS_TRIES = 3  # lab up tries again with other addresses when one is taken under its feet
 
 
 @dataclass(frozen=True)
@@ -233,13 +234,25 @@ def _up(options: UpOptions, progress: Progress) -> LabState:
             progress=progress,
         )
     tools = _Tools(qemu, qemu_img, ssh)
-    try:
-        return _attempt(options, inventory, image, accel, warm, tools, progress)
-    except RestoreError as exc:
-        assert warm is not None
-        progress(f"lab: {exc}; forgetting the saved VM and booting cold")
-        forget_warm(warm)
-        return _attempt(options, inventory, image, accel, None, tools, progress)
+    for tries_left in reversed(range(ADDRESS_TRIES)):
+        try:
+            return _attempt(options, inventory, image, accel, warm, tools, progress)
+        except RestoreError as exc:
+            if warm is None:
+                raise
+            progress(f"lab: {exc}; forgetting the saved VM and booting cold")
+            forget_warm(warm)
+            warm = None
+        except _AddressRace as exc:
+            if not tries_left:
+                raise
+            progress(f"lab: {exc} since it was checked (another lab starting?); trying other addresses")
+    raise AssertionError("unreachable")
+
+
+class _AddressRace(PortTakenError):
+    """qemu could not bind a port that was free when the lab checked it: another program
+    (another lab starting at the same time) took it in between."""
 
 
 @dataclass(frozen=True)
@@ -348,7 +361,10 @@ def _start_all(
             incoming=warm.memory if warm else None,
         )
         # the state names the overlay before qemu runs, so a lab killed right now can still be taken down
-        pid = start_qemu(command, files, vm.address)
+        try:
+            pid = start_qemu(command, files, vm.address)
+        except PortTakenError as exc:
+            raise _AddressRace(str(exc)) from None
         state = state.with_vm(replace(vm, pid=pid, started_at=time.time()))
         save_state(state)
         how = "restoring the saved VM" if warm else "booting"
