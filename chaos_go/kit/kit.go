@@ -359,6 +359,7 @@ func run(m Module, in io.Reader, stderr io.Writer, opt options) int {
 // and a tracer or holders that came while it ran.
 func withPrograms(sensed map[string]any, c sensors.Config) map[string]any {
 	start := time.Now()
+	c.Own = Spawned() // the fault processes it left running hold the executable by design
 	sensors.Recheck(c, sensed)
 	var tools []sensors.Tool
 	for _, t := range sysexec.Resolved() {

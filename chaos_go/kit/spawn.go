@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -61,12 +62,29 @@ func Spawn(ctx context.Context, processName string, args map[string]any) (pid in
 		return 0, fmt.Errorf("spawn %s: %w", processName, err)
 	}
 	pid = proc.Pid
+	spawnedMu.Lock()
+	spawned = append(spawned, pid)
+	spawnedMu.Unlock()
 	go reapChild(proc)
 	if _, err := pw.Write(msg); err != nil {
 		_ = proc.Kill()
 		return 0, fmt.Errorf("spawn %s: send args: %w", processName, err)
 	}
 	return pid, nil
+}
+
+// spawned are the PIDs Spawn started in this process: the tamper sensors leave them out of
+// the processes that hold the binary's executable (they run it by design).
+var (
+	spawnedMu sync.Mutex
+	spawned   []int
+)
+
+// Spawned returns the PIDs of the processes Spawn started in this process.
+func Spawned() []int {
+	spawnedMu.Lock()
+	defer spawnedMu.Unlock()
+	return append([]int(nil), spawned...)
 }
 
 // ArgInt reads an integer from the args of a Background function: they travel as JSON,

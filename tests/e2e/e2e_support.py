@@ -50,6 +50,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def servers_inventory(servers: Sequence[LocalSshd], folder: Path, role: str = "web") -> Path:
+    """An inventory of one environment per server (``cand-0``, ``cand-1``...), each with
+    ``role`` on that server and an upload folder of its own (``folder/remote-tmp-N``)."""
+    envs = {}
+    for i, s in enumerate(servers):
+        upload = folder / f"remote-tmp-{i}"
+        upload.mkdir(exist_ok=True)
+        envs[f"cand-{i}"] = {
+            role: {
+                "host": s.host,
+                "port": s.port,
+                "user": s.user,
+                "identity": str(s.identity),
+                "known_hosts": str(s.known_hosts),
+                "tmp_dir": str(upload),
+            }
+        }
+    inventory = folder / "inventory.yml"
+    inventory.write_text(json.dumps({"environments": envs}))
+    return inventory
+
+
 @dataclass
 class RunResult:
     code: int

@@ -46,6 +46,13 @@ def points(grade: RunResult) -> dict[str, float]:
     return {r["step"]: r["points"] for r in grade.events("step_end")}
 
 
+def assert_not_suspect(run: RunResult) -> None:
+    """A clean machine stays clean: a module's own fault process (a squatter, a logger), which
+    runs the module's executable, is no watcher of it (no ``binary_watched``)."""
+    assert run.events("signal") == []
+    assert {e["integrity"] for e in run.events("run_end")[0]["environments"].values()} == {"ok"}
+
+
 def kill_pid(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
@@ -94,6 +101,7 @@ def test_disk_full_fills_a_directory_and_hides_a_deleted_open_file(exam: Exam) -
         assert any(f.endswith("app-debug.log (deleted)") for f in fds), fds
         assert not (sb / "var/log/app-debug.log").exists()
         assert points(grade) == {"filler_removed": 0, "logger_gone": 0, "space_back": 3}
+        assert_not_suspect(run)
     finally:
         kill_pid(pid)
 
@@ -142,6 +150,7 @@ def test_killed_service_kills_the_server_disables_it_and_squats_on_its_port(exam
             pass  # the squatter holds the port
         assert "disable --now nginx" in calls.read_text()
         assert points(grade) == {"squatter_gone": 0, "starts_at_boot": 0, "page_answers": 0}
+        assert_not_suspect(run)
     finally:
         kill_pid(pid)
 

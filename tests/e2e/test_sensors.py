@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_support import servers_inventory
 
 from chaosrun.cli import main
 from chaosrun.testing import LocalSshd, local_sshd
@@ -42,22 +43,7 @@ def run(
 ) -> tuple[int, dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
     """Run ``steps`` with one environment per server; return the exit code, each
     environment's signals and the audit records."""
-    envs = {}
-    for i, s in enumerate(servers):
-        tmp = work / f"remote-tmp-{i}"
-        tmp.mkdir(exist_ok=True)
-        envs[f"cand-{i}"] = {
-            "web": {
-                "host": s.host,
-                "port": s.port,
-                "user": s.user,
-                "identity": str(s.identity),
-                "known_hosts": str(s.known_hosts),
-                "tmp_dir": str(tmp),
-            }
-        }
-    inventory = work / "inventory.yml"
-    inventory.write_text(json.dumps({"environments": envs}))
+    inventory = servers_inventory(servers, work)
     scenario = work / "sensors.yaml"
     scenario.write_text(SCENARIO + steps)
     audit = work / "audit"

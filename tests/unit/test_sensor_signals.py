@@ -1,9 +1,14 @@
-"""The tamper sensors' red flags, baseline comparison and cross-environment check (pure)."""
+"""The tamper sensors' red flags, baseline comparison and cross-environment check, timing
+outliers (which leave the ``from: monitor`` probes alone) and the compact trace every
+sensors report leaves in the audit log (pure, and one run of `_judge_integrity`)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+from chaosrun.run.audit import open_audit
 from chaosrun.run.integrity import (
     SIGNALS,
     Signal,
@@ -11,7 +16,12 @@ from chaosrun.run.integrity import (
     program_outliers,
     sensor_baseline,
     sensor_flags,
+    sensor_trace,
+    timing_outliers,
 )
+from chaosrun.run.model import EnvOutcome, StepOutcome, StepStatus
+from chaosrun.run.runner import _judge_integrity
+from chaosrun.scenario import StepKind
 
 
 def clean(**over: Any) -> dict[str, Any]:
@@ -27,6 +37,8 @@ def clean(**over: Any) -> dict[str, Any]:
         "mounts": ["/proc proc proc", "/proc/sys/fs/binfmt_misc binfmt_misc binfmt_misc"],
         "proc_fs": True,
         "programs": {"sh": {"path": "/bin/sh", "sha256": "sh1"}},
+        "proc_masked": [],
+        "elapsed_us": 2100,
     }
     sensors.update(over)
     return sensors
@@ -130,3 +142,82 @@ def test_a_program_differing_from_the_majority_of_three_environments_is_flagged(
     split = {"a": {"t": ("/t 1", "s")}, "b": {"t": ("/t 2", "s")}, "c": {"t": ("/t 3", "s")}}
     assert list(program_outliers(split)) == []  # no majority
     assert isinstance(found[0][1], Signal)
+
+
+SLOW = {"cand-1": {"svc": 1.0, "web": 1.0}, "cand-2": {"svc": 1.1, "web": 1.2}, "cand-3": {"svc": 30.0, "web": 40.0}}
+
+
+def test_a_step_far_slower_in_one_environment_is_a_timing_outlier() -> None:
+    found = [(env, s.step) for env, s in timing_outliers(SLOW)]
+    assert found == [("cand-3", "svc"), ("cand-3", "web")]
+
+
+def test_timing_outliers_ignore_the_probes_that_ran_from_the_monitor() -> None:
+    # "web" is an http probe from: monitor: a slow web server is not a held binary.
+    found = [(env, s.step) for env, s in timing_outliers(SLOW, from_monitor={"web"})]
+    assert found == [("cand-3", "svc")]
+    assert list(timing_outliers(SLOW, from_monitor={"web", "svc"})) == []
+
+
+async def test_the_run_judges_timing_without_the_monitor_probes(tmp_path: Path) -> None:
+    def env(name: str) -> EnvOutcome:
+        steps = [
+            StepOutcome(step, step, StepKind.PROBE, module, StepStatus.OK, duration=SLOW[name][step])
+            for step, module in (("svc", "service_active"), ("web", "http"))
+        ]
+        return EnvOutcome(name, steps)
+
+    envs = [env(name) for name in SLOW]
+    async with open_audit(tmp_path, "run-1") as audit:
+        await _judge_integrity(audit, envs, strict=True, from_monitor=frozenset({"web"}))
+    assert [(e.name, [(s.step, s.signal) for s in e.signals]) for e in envs] == [
+        ("cand-1", []),
+        ("cand-2", []),
+        ("cand-3", [("svc", "timing_outlier")]),
+    ]
+    assert envs[2].zeroed == "suspect (--strict): timing_outlier in svc"
+    records = [json.loads(line) for line in (tmp_path / "run-1.jsonl").read_text().splitlines()]
+    assert [(r["env"], r["step"]) for r in records if r["event"] == "signal"] == [("cand-3", "svc")]
+
+
+def test_a_mount_over_another_processs_proc_directory_is_mount_over() -> None:
+    masked = ["/proc/977 tmpfs none", "/proc/978/comm ext4 /dev/vda1", "/proc/4242/fd tmpfs x"]
+    flags = sensor_flags(clean(proc_masked=masked), {"name": "miner"})
+    assert [name for name, _ in flags] == ["mount_over", "mount_over"]  # 4242 is the binary's own: not twice
+    assert flags[0][1].startswith("mounted over /proc/977 (that process is hidden from, or faked to,")
+    assert flags[1][1].startswith("mounted over /proc/978 ") and flags[1][1].endswith("/proc/978/comm ext4 /dev/vda1")
+    own = sensor_flags(clean(proc_masked=masked[2:], mounts=["/proc/4242/fd tmpfs x"]), {})
+    assert own == [("mount_over", "mounted over /proc/4242: /proc/4242/fd tmpfs x")]
+    assert sensor_flags(clean(proc_masked="error: no mountinfo"), {}) == []
+
+
+def test_ssh_original_command_in_the_environment_is_a_forced_command() -> None:
+    env = {"PATH": "/usr/bin", "SSH_ORIGINAL_COMMAND": "exec 3</tmp/tmp.abc || exit 97; rm -f /tmp/tmp.abc"}
+    ((name, detail),) = sensor_flags(clean(env=env), {})
+    assert name == "force_command" and name in SIGNALS
+    assert "sshd ran a forced command" in detail and "exec 3</tmp/tmp.abc" in detail
+
+
+def test_the_trace_of_a_sensors_report_is_its_canonical_digest_its_cost_and_the_steps_signals() -> None:
+    report = clean()
+    trace = sensor_trace(report, [Signal("look", "pipe_watched", "x"), Signal("look", "traced", "y")])
+    assert trace == {"sha256": trace["sha256"], "elapsed_us": 2100, "signals": ["pipe_watched", "traced"]}
+    assert len(trace["sha256"]) == 64
+    reordered = dict(reversed(list(report.items())))
+    assert sensor_trace(reordered, [])["sha256"] == trace["sha256"]  # canonical: key order does not matter
+    assert sensor_trace(clean(tracer_pid=77), [])["sha256"] != trace["sha256"]
+    assert sensor_trace(None, [Signal("look", "no_sensors", "z")]) == {
+        "sha256": None,
+        "elapsed_us": None,
+        "signals": ["no_sensors"],
+    }
+    assert len(json.dumps(sensor_trace(report, []))) < 200  # a digest, not the report
+
+
+def test_a_login_startup_file_differing_from_most_environments_is_program_differs() -> None:
+    stock, hooked = "aaa", "bbb"
+    files = {env: {"login:/root/.bashrc": (stock, "look")} for env in ("cand-0", "cand-1", "cand-2")}
+    files["cand-1"] = {"login:/root/.bashrc": (hooked, "look")}
+    ((env, signal),) = program_outliers(files)
+    assert (env, signal.step, signal.signal) == ("cand-1", "look", "program_differs")
+    assert signal.detail == "login:/root/.bashrc is bbb; 2 of 3 environments have sha256 aaa"

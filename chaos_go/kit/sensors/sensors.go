@@ -8,13 +8,17 @@
 //
 // Every path is taken from a Config, so tests point the sensors at a fake /proc/self,
 // /proc and /etc in temp dirs.
+//
+// Cost: Collect walks /proc once and Recheck once more (two walks per step), each walk
+// answering both holder questions (stdin pipe, executable) for every process at once; the
+// rest is a few dozen file reads. Every byte of code here is in every module binary, which
+// has a size budget (docs/module-authoring.md): hence the go:noinline helpers.
 package sensors
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -38,8 +42,9 @@ const (
 )
 
 // EnvNames are the environment variables reported: each changes what a shell or the
-// dynamic loader does before or around the binary.
-var EnvNames = []string{"BASH_ENV", "ENV", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PROMPT_COMMAND", "SHELLOPTS", "PS4", "PATH"}
+// dynamic loader does before or around the binary. SSH_ORIGINAL_COMMAND is set by sshd
+// only when a ForceCommand ran in place of the command chaosrun sent.
+var EnvNames = []string{"BASH_ENV", "ENV", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PROMPT_COMMAND", "SHELLOPTS", "PS4", "PATH", "SSH_ORIGINAL_COMMAND"}
 
 // sshdKeywords are the sshd_config keywords reported (lower case, as sshd compares them).
 var sshdKeywords = map[string]bool{"forcecommand": true, "setenv": true, "acceptenv": true, "permituserenvironment": true}
@@ -59,6 +64,7 @@ type Config struct {
 	Root     string                      // prefixed to /etc/..., the home's files and /bin/sh ("" on the machine)
 	PID      int                         // this process, skipped in the scan; also names /proc/PID in mounts
 	PPID     int                         // its parent (the exec wrapper's sshd or shell), skipped too
+	Own      []int                       // the fault processes this binary spawned (kit.Spawn), skipped too
 	UID      int                         // whose login is reported
 	Getenv   func(string) (string, bool) // the binary's own environment
 	Paths    []string                    // absolute paths the step's parameters name
@@ -106,11 +112,24 @@ func Collect(c Config) map[string]any {
 		"mounts":        orError(mounts(c)),
 		"proc_fs":       orError(procFS(c)),
 	}
+	// proc_masked: the mounts at or under a /proc/PID directory, which hide a process
+	// from whatever reads /proc or fake its name (a bind mount over /proc/PID/comm).
+	if m, ok := out["mounts"].([]string); ok {
+		masked := []string{}
+		for _, line := range m {
+			if len(line) > 6 && line[:6] == "/proc/" && '0' <= line[6] && line[6] <= '9' {
+				masked = append(masked, line)
+			}
+		}
+		out["proc_masked"] = masked
+	}
 	out["elapsed_us"] = time.Since(start).Microseconds()
 	return out
 }
 
-// orError is v, or "error: ..." when err is set.
+// orError is v, or "error: ..." when err is set. Not inlined: one copy instead of six.
+//
+//go:noinline
 func orError(v any, err error) any {
 	if err != nil {
 		return "error: " + err.Error()
@@ -131,12 +150,12 @@ func tracerPID(c Config) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range split(string(data), '\n') {
+	for _, line := range strings.Split(string(data), "\n") {
 		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
 			return strconv.Atoi(strings.TrimSpace(v))
 		}
 	}
-	return 0, fmt.Errorf("no TracerPid in %s/status", c.Self)
+	return 0, errors.New("no TracerPid in " + c.Self + "/status")
 }
 
 // holders scans the processes of c.Proc (bounded) for the ones, other than us and our
@@ -172,8 +191,8 @@ func holders(c Config) (stdin, exe any) {
 	scanned := 0
 	for _, name := range names {
 		pid, err := strconv.Atoi(name)
-		if err != nil || pid == c.PID || pid == c.PPID {
-			continue
+		if err != nil || pid == c.PID || pid == c.PPID || own(c.Own, pid) {
+			continue // a fault process of ours runs our executable by design
 		}
 		if scanned++; scanned > limit {
 			break
@@ -210,6 +229,16 @@ func holders(c Config) (stdin, exe any) {
 		exe = exePIDs
 	}
 	return stdin, exe
+}
+
+// own reports whether pid is one of pids (slices.Contains, without linking the package).
+func own(pids []int, pid int) bool {
+	for _, p := range pids {
+		if p == pid {
+			return true
+		}
+	}
+	return false
 }
 
 // fdLinks reads the targets of a process's open descriptors (at most maxFDs).
@@ -318,7 +347,7 @@ func (s *sshdScan) file(path string, depth int) error {
 	if err != nil {
 		return err
 	}
-	for _, line := range split(string(data), '\n') {
+	for _, line := range strings.Split(string(data), "\n") {
 		line = strings.TrimSpace(line)
 		end := strings.IndexAny(line, " \t=")
 		if end < 0 {
@@ -362,19 +391,6 @@ func splitSpace(s string) []string {
 	return out
 }
 
-// split cuts s at every sep (strings.Split for one byte, without linking its general form).
-func split(s string, sep byte) []string {
-	var out []string
-	for {
-		i := strings.IndexByte(s, sep)
-		if i < 0 {
-			return append(out, s)
-		}
-		out = append(out, s[:i])
-		s = s[i+1:]
-	}
-}
-
 func (s *sshdScan) include(patterns []string, depth int) {
 	for _, pattern := range patterns {
 		if !strings.HasPrefix(pattern, "/") {
@@ -401,15 +417,15 @@ func login(c Config) (map[string]any, error) {
 		return nil, err
 	}
 	var user, home, shell string
-	for _, line := range split(string(data), '\n') {
-		f := split(line, ':')
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(line, ":")
 		if len(f) >= 7 && f[2] == strconv.Itoa(c.UID) {
 			user, home, shell = f[0], f[5], f[6]
 			break
 		}
 	}
 	if user == "" {
-		return nil, fmt.Errorf("uid %d is not in /etc/passwd", c.UID)
+		return nil, errors.New("uid " + strconv.Itoa(c.UID) + " is not in /etc/passwd")
 	}
 	files := map[string]string{}
 	paths := append([]string{}, systemFiles...)
@@ -450,8 +466,8 @@ func watched(c Config) []string {
 // MountsOver picks from mountinfo text (proc(5)) the mounts at or under one of dirs.
 func MountsOver(mountinfo string, dirs []string) []string {
 	out := []string{}
-	for _, line := range split(mountinfo, '\n') {
-		f := split(line, ' ')
+	for _, line := range strings.Split(mountinfo, "\n") {
+		f := strings.Split(line, " ")
 		sep := -1
 		for i := 6; i < len(f); i++ {
 			if f[i] == "-" {
@@ -535,7 +551,10 @@ func Recheck(c Config, s map[string]any) {
 	s["exe_holders"] = union(s["exe_holders"], exe)
 }
 
-// union merges two holder lists; an error string gives way to a list.
+// union merges two holder lists; an error string gives way to a list. Not inlined: one
+// copy instead of two.
+//
+//go:noinline
 func union(a, b any) any {
 	la, okA := a.([]int)
 	lb, okB := b.([]int)

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func write(t *testing.T, path, text string) {
@@ -75,6 +76,30 @@ func TestHoldersOfTheStdinPipeAndTheBinaryAreFoundButNotUsOrOurParent(t *testing
 	}
 	if got := s["exe_holders"]; !reflect.DeepEqual(got, []int{556}) {
 		t.Errorf("exe_holders = %v; want [556]", got)
+	}
+}
+
+func TestTheFaultProcessesWeSpawnedAreNotHoldersOfOurExecutable(t *testing.T) {
+	c := fake(t)
+	for path, target := range map[string]string{
+		filepath.Join(c.Self, "exe"):            "/tmp/abc (deleted)",
+		filepath.Join(c.Proc, "600", "fd", "4"): "/tmp/abc (deleted)", // ours (kit.Spawn)
+		filepath.Join(c.Proc, "601", "fd", "4"): "/tmp/abc (deleted)", // a stranger's
+		filepath.Join(c.Proc, "602", "fd", "0"): "/dev/null",
+	} {
+		os.MkdirAll(filepath.Dir(path), 0o755)
+		if err := os.Symlink(target, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Own = []int{600, 602}
+	s := Collect(c)
+	if got := s["exe_holders"]; !reflect.DeepEqual(got, []int{601}) {
+		t.Errorf("exe_holders = %v; want [601]", got)
+	}
+	Recheck(c, s)
+	if got := s["exe_holders"]; !reflect.DeepEqual(got, []int{601}) {
+		t.Errorf("exe_holders after Recheck = %v; want [601]", got)
 	}
 }
 
@@ -240,5 +265,84 @@ func TestSensorsOfThisProcessAreCheap(t *testing.T) {
 	}
 	if s["proc_fs"] != true || s["tracer_pid"] != 0 {
 		t.Errorf("sensors of this process = %v; want procfs and no tracer", s)
+	}
+}
+
+func TestAMountOverAProcesssDirectoryIsReportedAsProcMasked(t *testing.T) {
+	c := fake(t)
+	write(t, filepath.Join(c.Self, "mountinfo"), strings.Join([]string{
+		"22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw",
+		"23 22 0:5 / /proc rw,nosuid - proc proc rw",
+		"30 23 0:40 / /proc/555 rw - tmpfs none rw",         // hides process 555
+		"31 23 0:41 / /proc/556/comm rw - ext4 /dev/vda rw", // renames process 556
+		"32 23 0:42 / /proc/sys/fs/binfmt_misc rw - binfmt_misc binfmt_misc rw",
+		"33 23 0:43 / /proc/self/x rw - tmpfs none rw", // no pid: not a process's directory
+	}, "\n"))
+	want := []string{"/proc/555 tmpfs none", "/proc/556/comm ext4 /dev/vda"}
+	if got := Collect(c)["proc_masked"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("proc_masked = %q; want %q", got, want)
+	}
+	write(t, filepath.Join(c.Self, "mountinfo"), "23 22 0:5 / /proc rw,nosuid - proc proc rw\n")
+	if got := Collect(c)["proc_masked"]; !reflect.DeepEqual(got, []string{}) {
+		t.Errorf("proc_masked without mounts over /proc/PID = %q; want []", got)
+	}
+	os.Remove(filepath.Join(c.Self, "mountinfo"))
+	if _, found := Collect(c)["proc_masked"]; found {
+		t.Errorf("proc_masked without a mountinfo: want it left out (mounts has the error)")
+	}
+}
+
+// walks counts how many times do() opens the /proc of c (inotify sees each open of the
+// directory itself; closes are watched too, since inotify merges two identical events in a
+// row): the cost of the sensors that grows with the number of processes.
+func walks(t *testing.T, c Config, do func()) int {
+	t.Helper()
+	fd, err := syscall.InotifyInit1(syscall.IN_NONBLOCK | syscall.IN_CLOEXEC)
+	if err != nil {
+		t.Skip("no inotify:", err)
+	}
+	defer syscall.Close(fd)
+	if _, err := syscall.InotifyAddWatch(fd, c.Proc, syscall.IN_OPEN|syscall.IN_CLOSE_NOWRITE); err != nil {
+		t.Fatal(err)
+	}
+	do()
+	opens := 0
+	buf := make([]byte, 1<<16)
+	for {
+		n, err := syscall.Read(fd, buf)
+		if n <= 0 || err != nil {
+			return opens
+		}
+		for off := 0; off+syscall.SizeofInotifyEvent <= n; {
+			ev := (*syscall.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			if ev.Len == 0 && ev.Mask&syscall.IN_OPEN != 0 { // the directory itself, not a pid's
+				opens++
+			}
+			off += syscall.SizeofInotifyEvent + int(ev.Len)
+		}
+	}
+}
+
+func TestEachCollectAndEachRecheckWalksProcOnceForAllTheHolderChecks(t *testing.T) {
+	c := fake(t)
+	for pid := 200; pid < 260; pid++ {
+		dir := filepath.Join(c.Proc, strconv.Itoa(pid), "fd")
+		os.MkdirAll(dir, 0o755)
+		os.Symlink("pipe:[1]", filepath.Join(dir, "0"))
+	}
+	var s map[string]any
+	if got := walks(t, c, func() { s = Collect(c) }); got != 1 {
+		t.Errorf("Collect walked /proc %d times; want 1", got)
+	}
+	if got := walks(t, c, func() { Recheck(c, s); Programs(c, nil) }); got != 1 {
+		t.Errorf("Recheck and Programs walked /proc %d times; want 1", got)
+	}
+}
+
+func TestSshOriginalCommandIsReported(t *testing.T) {
+	c := fake(t)
+	c.Getenv = func(k string) (string, bool) { return "exec 3<x", k == "SSH_ORIGINAL_COMMAND" }
+	if got := Collect(c)["env"]; !reflect.DeepEqual(got, map[string]string{"SSH_ORIGINAL_COMMAND": "exec 3<x"}) {
+		t.Errorf("env = %v; want SSH_ORIGINAL_COMMAND (sshd ran a ForceCommand)", got)
 	}
 }

@@ -22,7 +22,7 @@ from typing import Any
 from .._signals import sigterm_as_interrupt
 from ..scenario import Scenario
 from .accel import Accel, choose_accel
-from .errors import LabError, PortTakenError, ResourceError
+from .errors import LabError, PortTakenError, ResourceError, VmBootError
 from .image import Image, Progress, ensure_image, find_tool
 from .network import (
     DEFAULT_SERVICE_PORTS,
@@ -365,6 +365,12 @@ def _start_all(
             pid = start_qemu(command, files, vm.address)
         except PortTakenError as exc:
             raise _AddressRace(str(exc)) from None
+        except VmBootError as exc:
+            if warm is None:
+                raise
+            # a saved memory qemu cannot load: its qemu may even exit (and remove its PID file)
+            # before start_qemu reads it
+            raise RestoreError(f"the saved VM did not restore ({exc})") from None
         state = state.with_vm(replace(vm, pid=pid, started_at=time.time()))
         save_state(state)
         how = "restoring the saved VM" if warm else "booting"

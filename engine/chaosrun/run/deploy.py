@@ -303,9 +303,9 @@ def _check_sensors(env: EnvState, step: PlannedStep, params: Mapping[str, Any], 
         # Each change is flagged once: later steps compare with what this one saw.
         gone = {k for k in env.sensor_baseline if k.startswith("login:") and k not in current}
         env.sensor_baseline = {k: v for k, v in {**env.sensor_baseline, **current}.items() if k not in gone}
-    programs = env.ctx.programs.setdefault(env.name, {})
+    programs = env.ctx.programs.setdefault(env.name, {})  # and startup files, compared alike
     for key, value in current.items():
-        if key.startswith("program:"):
+        if key.startswith(("program:", "login:")):
             programs.setdefault(key.removeprefix("program:"), (value, step.id))
 
 

@@ -12,10 +12,12 @@ Signal names are stable strings, listed in ``SIGNALS`` and in docs/security.md.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import posixpath
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ __all__ = [
     "program_outliers",
     "sensor_baseline",
     "sensor_flags",
+    "sensor_trace",
     "timing_outliers",
 ]
 
@@ -40,12 +43,12 @@ SIGNALS: Mapping[str, str] = {
     "changed_since_baseline": "a startup file, sshd line, program or ld.so.preload changed since the first step",
     "force_command": "sshd forces a command (ForceCommand) on the sessions chaosrun opens",
     "ld_preload": "the dynamic loader is told to load extra code (LD_PRELOAD, LD_AUDIT, /etc/ld.so.preload...)",
-    "mount_over": "something is mounted over /proc/PID, a bin folder, /etc/ssh or a path the step grades",
+    "mount_over": "something is mounted over a /proc/PID, a bin folder, /etc/ssh or a path the step grades",
     "no_sensors": "the module's result carries no tamper sensors (not a binary of this kit)",
     "params_altered": "the binary ran with other parameters than the monitor sent",
     "pipe_watched": "another process had the module binary's stdin pipe (its config) open",
     "proc_faked": "/proc, where the binary looks at itself, is not the kernel's procfs",
-    "program_differs": "a program (sh, b2sum, a module's tool) differs from the same one in most environments",
+    "program_differs": "a program (sh, b2sum, a module's tool) or startup file differs from most environments' one",
     "result_without_binary": "a result came, but the binary chaosrun started did not deliver it",
     "shell_hook": "the shell runs code of the candidate's before the binary (BASH_ENV, sshd SetEnv...)",
     "timing_outlier": "the step took far longer than the same step in the other environments",
@@ -73,18 +76,26 @@ class Signal:
         return {"step": self.step, "signal": self.signal, "detail": self.detail}
 
 
-def timing_outliers(durations: Mapping[str, Mapping[str, float]]) -> Iterable[tuple[str, Signal]]:
+def timing_outliers(
+    durations: Mapping[str, Mapping[str, float]], *, from_monitor: Collection[str] = ()
+) -> Iterable[tuple[str, Signal]]:
     """``(environment, signal)`` for each step far slower than its median across environments.
 
     Args:
         durations: environment -> step id -> seconds, for steps that ran (not skipped).
+        from_monitor: ids of the steps that ran ``from: monitor``: ignored. No binary of
+            theirs was on the target to hold up, and how long a service takes to answer
+            (a timeout, a slow DNS server) says nothing about tampering.
     """
     by_step: dict[str, list[float]] = {}
     for steps in durations.values():
         for step, seconds in steps.items():
-            by_step.setdefault(step, []).append(seconds)
+            if step not in from_monitor:
+                by_step.setdefault(step, []).append(seconds)
     for env, steps in durations.items():
         for step, seconds in steps.items():
+            if step in from_monitor:
+                continue
             samples = by_step[step]
             if len(samples) < OUTLIER_MIN_ENVS:
                 continue
@@ -143,6 +154,14 @@ def sensor_flags(sensors: Mapping[str, Any], params: Mapping[str, Any]) -> list[
             if name in env:
                 signal = "shell_hook" if name in _SHELL_ENV else "ld_preload"
                 flags.append((signal, f"{name}={str(env[name])[:120]} in the binary's environment"))
+        if "SSH_ORIGINAL_COMMAND" in env:  # sshd sets it only when a ForceCommand runs instead
+            flags.append(
+                (
+                    "force_command",
+                    "SSH_ORIGINAL_COMMAND in the binary's environment: sshd ran a forced command in place of"
+                    f" chaosrun's ({str(env['SSH_ORIGINAL_COMMAND'])[:80]})",
+                )
+            )
     preload = sensors.get("ld_so_preload")
     if isinstance(preload, Mapping):
         flags.append(
@@ -160,17 +179,51 @@ def sensor_flags(sensors: Mapping[str, Any], params: Mapping[str, Any]) -> list[
     if sensors.get("proc_fs") is False:
         flags.append(("proc_faked", "/proc is not a procfs (statfs magic is not 0x9fa0)"))
     mounts = sensors.get("mounts")
+    pid = sensors.get("pid")
+    own = f"/proc/{pid}" if isinstance(pid, int) else None
     if isinstance(mounts, list):
-        pid = sensors.get("pid")
         watched = [*_WATCHED_DIRS, *_param_paths(params)]
-        if isinstance(pid, int):
-            watched.append(f"/proc/{pid}")
+        if own is not None:
+            watched.append(own)
         for mount in mounts:
             point = str(mount).split(" ", 1)[0]
             hit = next((w for w in watched if _under(point, w)), None)
             if hit is not None:
                 flags.append(("mount_over", f"mounted over {hit}: {mount}"))
+    masked = sensors.get("proc_masked")
+    if isinstance(masked, list):
+        for mount in masked[:20]:
+            point = str(mount).split(" ", 1)[0]
+            if own is not None and _under(point, own):
+                continue  # the binary's own /proc/PID: flagged above
+            process = "/".join(point.split("/")[:3])
+            flags.append(
+                (
+                    "mount_over",
+                    f"mounted over {process} (that process is hidden from, or faked to, whatever reads /proc): {mount}",
+                )
+            )
     return flags
+
+
+def sensor_trace(sensors: object, signals: Iterable[Signal]) -> dict[str, Any]:
+    """What a step's result record keeps of its sensors report: its digest, its cost and
+    the signals the step raised, so that every report leaves a trace in the audit log (the
+    first one also leaves its ``sensor_baseline``).
+
+    ``sha256`` is the hex SHA-256 of the report as canonical JSON (keys sorted, no
+    spaces), ``None`` for a result without sensors.
+    """
+    digest = None
+    if isinstance(sensors, Mapping):
+        canonical = json.dumps(sensors, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    elapsed = sensors.get("elapsed_us") if isinstance(sensors, Mapping) else None
+    return {
+        "sha256": digest,
+        "elapsed_us": elapsed if isinstance(elapsed, int) else None,
+        "signals": sorted({s.signal for s in signals}),
+    }
 
 
 def sensor_baseline(sensors: Mapping[str, Any]) -> dict[str, str]:
@@ -228,6 +281,8 @@ def program_outliers(
     Args:
         programs: environment -> program label -> (``"PATH sha256"`` as in the baseline,
             the step that first reported it). Compared across at least 3 environments.
+            A login startup file comes as ``login:PATH`` -> (its sha256, step): a hook
+            in the ``~/.bashrc`` of one machine among many shows from the first step.
     """
     by_label: dict[str, Counter[str]] = {}
     for found in programs.values():

@@ -31,7 +31,7 @@ from .builds import Builds
 from .connection import Connector, TargetError
 from .context import EnvState, RunContext
 from .deploy import module_attempt
-from .integrity import program_outliers, timing_outliers
+from .integrity import program_outliers, sensor_trace, timing_outliers
 from .listener import resolve_dial_address
 from .model import EnvOutcome, RunError, RunOptions, RunReport, StepFailed, StepOutcome, StepStatus
 from .monitor import run_monitor_probe
@@ -128,6 +128,9 @@ async def _run_step(env: EnvState, step: PlannedStep) -> StepOutcome:
             if message is not None:
                 outcome.result = message.get("result") or {}
                 outcome.changes = list(message.get("changes") or [])
+                # Every sensors report leaves a trace: its digest and the step's signals.
+                mine = [s for s in env.signals if s.step == step.id]
+                trace = {} if step.origin is Origin.MONITOR else {"sensors": sensor_trace(message.get("sensors"), mine)}
                 # Durable with retry or step_end, the next thing this step does.
                 ctx.audit.defer(
                     "result",
@@ -137,6 +140,7 @@ async def _run_step(env: EnvState, step: PlannedStep) -> StepOutcome:
                     error=message.get("error"),
                     result=outcome.result,
                     changes=outcome.changes,
+                    **trace,
                 )
                 outcome.status, outcome.reason = _judge(step, message)
         if scope.cancelled_caught:
@@ -241,6 +245,7 @@ async def _judge_integrity(
     *,
     strict: bool,
     programs: Mapping[str, Mapping[str, tuple[str, str]]] | None = None,
+    from_monitor: frozenset[str] = frozenset(),
 ) -> None:
     """Add the signals only the whole run shows (timing outliers, a program that differs
     from most environments' one), then, with ``strict``, score every suspect environment 0,
@@ -249,7 +254,8 @@ async def _judge_integrity(
         e.name: {s.id: s.duration for s in e.steps if s.status is not StepStatus.SKIPPED and s.module} for e in envs
     }
     by_name = {e.name: e for e in envs}
-    for name, signal in [*timing_outliers(durations), *program_outliers(programs or {})]:
+    outliers = [*timing_outliers(durations, from_monitor=from_monitor), *program_outliers(programs or {})]
+    for name, signal in outliers:
         if name in by_name and signal not in by_name[name].signals:
             by_name[name].signals.append(signal)
             await audit.record("signal", env=name, **signal.as_json())
@@ -330,7 +336,10 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
         envs = [outcomes.get(e.name) or EnvOutcome(e.name) for e in plan.environments]
         report = RunReport(run_id, options.section, audit.path, plan.seed, envs, bool(interrupted))
         with trio.CancelScope(shield=True):
-            await _judge_integrity(audit, envs, strict=options.strict, programs=ctx.programs)
+            from_monitor = frozenset(
+                s.id for e in plan.environments for s in (*e.steps, *e.verify) if s.origin is Origin.MONITOR
+            )
+            await _judge_integrity(audit, envs, strict=options.strict, programs=ctx.programs, from_monitor=from_monitor)
             await audit.record(
                 "run_end",
                 ok=report.ok,

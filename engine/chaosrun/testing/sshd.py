@@ -89,6 +89,9 @@ def local_sshd(
     host: str = HOST,
     netns: str | None = None,
     extra_config: tuple[str, ...] = (),
+    user: str | None = None,
+    shlvl: bool = True,
+    prefix: tuple[str, ...] = (),
 ) -> Iterator[LocalSshd]:
     """Run an OpenSSH server on 127.0.0.1 for the duration of the block.
 
@@ -101,6 +104,14 @@ def local_sshd(
             ``host`` port 22; the caller made the namespace and gave it ``host``.
         extra_config: more sshd_config lines, e.g. ``"SetEnv BASH_ENV=/tmp/hook"`` (a
             tampered target, for the tamper sensors' tests); written before any Match.
+        user: log in as this existing user instead of the one running the tests. Its
+            home is left alone: sshd asks ``/bin/cat`` (run as root) for the client key.
+            sshd refuses a locked account (``!`` in /etc/shadow) with ``UsePAM no``.
+        shlvl: write ``SetEnv SHLVL=1`` (the default), which keeps bash from reading
+            ``~/.bashrc`` for the commands sshd runs; False leaves it out, as on a stock
+            sshd, so that bash (built as Debian builds it) reads ``~/.bashrc`` for them.
+        prefix: a command put before sshd's own (``unshare --mount ...``); it must exec
+            sshd in place, so that the pid stays sshd's (as ``ip netns exec`` does).
 
     Yields:
         The running server's coordinates and credentials.
@@ -111,7 +122,7 @@ def local_sshd(
     """
     sshd = _find_sshd(sshd_path)
     root = Path(tempfile.mkdtemp(prefix="sshd-", dir=workdir))
-    user = pwd.getpwuid(os.getuid()).pw_name
+    login = user or pwd.getpwuid(os.getuid()).pw_name
 
     host_key = root / "ssh_host_ed25519_key"
     host_public = _write_keypair(host_key)
@@ -135,10 +146,14 @@ def local_sshd(
         text = text.replace(f"ListenAddress {HOST}", f"ListenAddress {host}")
         # sshd takes the first SetEnv line only: extra variables join the default one.
         setenv = " ".join(line.split(None, 1)[1] for line in extra_config if line.startswith("SetEnv "))
-        text = text.replace("SetEnv SHLVL=1", f"SetEnv SHLVL=1 {setenv}".rstrip())
+        default = "SetEnv SHLVL=1" if shlvl else "SetEnv"
+        text = text.replace("SetEnv SHLVL=1\n", f"{default} {setenv}".rstrip() + "\n" if shlvl or setenv else "")
+        if user is not None:
+            # sshd reads AuthorizedKeysFile as the user, who cannot reach this folder.
+            text += f"AuthorizedKeysCommand /bin/cat {authorized_keys}\nAuthorizedKeysCommandUser root\n"
         others = "".join(line + "\n" for line in extra_config if not line.startswith("SetEnv "))
         config.write_text(others + text)
-        proc = _spawn(sshd, config, log, netns)
+        proc = _spawn(sshd, config, log, netns, prefix)
         try:
             _wait_for_banner(proc, port, log, host)
         except _PortTaken as exc:
@@ -154,7 +169,7 @@ def local_sshd(
         server = LocalSshd(
             host=host,
             port=port,
-            user=user,
+            user=login,
             identity=identity,
             known_hosts=known_hosts,
             root=root,
@@ -258,13 +273,19 @@ def _free_port() -> int:
         return port
 
 
-def _spawn(sshd: str, config: Path, log: Path, netns: str | None = None) -> subprocess.Popen[bytes]:
+def _spawn(
+    sshd: str, config: Path, log: Path, netns: str | None = None, prefix: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     # -E sends sshd's own log to the file; stderr goes there too for errors printed before
     # logging is set up (e.g. a bad config line).
     with log.open("ab") as log_file:
         return subprocess.Popen(
-            # `ip netns exec` execs sshd in place: the pid stays sshd's own.
-            [*(["ip", "netns", "exec", netns] if netns else []), sshd, "-D", "-e", "-E", str(log), "-f", str(config)],
+            # `ip netns exec` execs sshd in place: the pid stays sshd's own (so must a prefix).
+            [
+                *(["ip", "netns", "exec", netns] if netns else []),
+                *prefix,
+                *(sshd, "-D", "-e", "-E", str(log), "-f", str(config)),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
