@@ -81,13 +81,26 @@ def _where(decl: ModuleDecl) -> str:
     return f"{where} {MONITOR_NOTE}"
 
 
-def render(modules: Mapping[str, ModuleDecl]) -> str:
-    """The whole of docs/modules.md."""
+#: Where the hand-written end of docs/modules.md starts; render keeps it from there on as it is.
+HAND_WRITTEN = "<!-- Hand-written from here to the end of the page: tools/gen_docs.py keeps it as it is. -->"
+
+
+def hand_written(text: str) -> str:
+    """The hand-written end of a docs/modules.md (from the HAND_WRITTEN marker on), or ""."""
+    start = text.find(HAND_WRITTEN)
+    return "" if start < 0 else text[start:].rstrip("\n") + "\n"
+
+
+def render(modules: Mapping[str, ModuleDecl], tail: str | None = None) -> str:
+    """The whole of docs/modules.md: generated from the declarations, then the hand-written
+    ``tail`` (by default the one the current page ends with)."""
+    if tail is None:
+        tail = hand_written(OUTPUT.read_text(encoding="utf-8")) if OUTPUT.exists() else ""
     lines = [
         "# Modules",
         "",
-        "<!-- Generated from chaos_go/modules/*/params.schema.json and schemas/monitor_probes/*.schema.json;",
-        f"     do not edit. Regenerate: {COMMAND} -->",
+        "<!-- Generated from chaos_go/modules/*/params.schema.json and schemas/monitor_probes/*.schema.json",
+        f"     (up to the hand-written end); do not edit. Regenerate: {COMMAND} -->",
         "",
         "Every module is a small Go program in `chaos_go/modules/NAME/`, built on demand and run on the",
         "target for one step. Its `params.schema.json` declares the parameters below; `chaosrun lint`",
@@ -117,7 +130,8 @@ def render(modules: Mapping[str, ModuleDecl]) -> str:
         lines.append("")
         for d in group:
             lines += render_module(d)
-    return "\n".join(_strip_trailing_blank(lines)) + "\n"
+    page = "\n".join(_strip_trailing_blank(lines)) + "\n"
+    return page + "\n" + tail if tail else page
 
 
 def _anchor(title: str) -> str:

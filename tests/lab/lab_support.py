@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaosrun.lab import LabState, VmRecord
+import pytest
+
+from chaosrun.lab import Image, LabState, VmRecord, load_state
 from chaosrun.lab.login import ssh_command
 
 BOOT_TIMEOUT = "600s"  # generous: the 2 cores of a CI machine are shared with other tests
@@ -45,7 +50,7 @@ class LabVm:
         return self.state.vms[0]
 
     def ssh(
-        self, command: str, *, known_hosts: Path | str | None = None, timeout: float = 120
+        self, command: str, *, known_hosts: Path | str | None = None, timeout: float = 120, user: str = "root"
     ) -> subprocess.CompletedProcess[str]:
         argv = ssh_command(
             "ssh",
@@ -54,5 +59,23 @@ class LabVm:
             address=self.vm.address,
             port=self.vm.ssh_port,
             command=command,
+            user=user,
         )
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def own_lab(image: Image, folder: Path, *up_args: str) -> Iterator[LabVm]:
+    """A lab of the caller's own (``chaosrun lab up -o folder/lab.yml up_args...``), for a
+    test that breaks or reboots its machine; taken down afterwards, whatever happened."""
+    inventory = folder / "lab.yml"
+    started = time.monotonic()
+    done = chaosrun("lab", "up", "-o", str(inventory), *up_args, "--boot-timeout", BOOT_TIMEOUT, cwd=folder)
+    seconds = time.monotonic() - started
+    try:
+        if done.returncode != 0:
+            pytest.fail(f"chaosrun lab up failed ({done.returncode}):\n{done.stderr}", pytrace=False)
+        print(f"lab up: {seconds:.1f} s")
+        yield LabVm(inventory, load_state(inventory), seconds, done.stderr, image.disk.stat().st_mtime_ns)
+    finally:
+        chaosrun("lab", "down", "-i", str(inventory), cwd=folder)

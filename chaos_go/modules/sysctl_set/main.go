@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"chaosrun/chaos_go/kit"
@@ -60,6 +61,13 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	case st.IsDir():
 		return fmt.Errorf("sysctl %s: is a directory of keys, not a key", key)
 	}
+	r.Set("persist_file", "")
+	var boot *kit.LineEdit
+	if p.Bool("persist") {
+		if boot, err = planBoot(p.String("persist_file"), key, value); err != nil {
+			return err
+		}
+	}
 
 	var before string
 	raw, readErr := os.ReadFile(path)
@@ -88,7 +96,126 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		change.Detail["undo"] = [][]string{{"sysctl", "-w", key + "=" + before}}
 	}
 	r.Changed(change)
+	if boot == nil {
+		return nil
+	}
+	if err := boot.Apply(); err != nil {
+		return fmt.Errorf("persist: %w", err)
+	}
+	r.Changed(boot.Change())
+	r.Set("persist_file", boot.Path)
+	r.Logf("persist: %s: added %q at line %d", boot.Path, boot.Lines[0], boot.First)
 	return nil
+}
+
+// The directories systemd-sysctl reads *.conf files from, highest precedence first: a
+// file masks those of the same name further down, and all are applied in the order of
+// their names, so that a later name wins for a key both set (sysctl.d(5)).
+var sysctlDirs = []string{"/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d"}
+
+// sysctlAppliers apply the sysctl.d files at boot: systemd-sysctl, or the init script of
+// procps (sysvinit) or OpenRC.
+var sysctlAppliers = []string{"/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysctl", "/etc/init.d/procps", "/etc/init.d/sysctl"}
+
+// planBoot plans the line "key = value" appended to file, after checking that it would
+// be applied at boot: file is in a sysctl.d directory that outlives a reboot, something
+// applies that directory at boot, and no file read after it sets the key too. The
+// directories and appliers are looked for under the root that file's directory is in (/ on a
+// target; a temp dir in tests).
+func planBoot(file, key, value string) (*kit.LineEdit, error) {
+	dir, name := filepath.Dir(file), filepath.Base(file)
+	root, ok := "", false
+	for _, d := range sysctlDirs {
+		if r, found := strings.CutSuffix(dir, d); found && d != "/run/sysctl.d" {
+			root, ok = r, true
+			break
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("persist: %s is not in a directory read at boot that survives a reboot (/etc/sysctl.d, /usr/local/lib/sysctl.d, /usr/lib/sysctl.d, /lib/sysctl.d)", file)
+	}
+	applier := ""
+	for _, a := range sysctlAppliers {
+		if st, err := os.Stat(root + a); err == nil && !st.IsDir() {
+			applier = root + a
+			break
+		}
+	}
+	if applier == "" {
+		return nil, fmt.Errorf("persist: nothing would apply %s at boot: none of %s exists; set persist: false",
+			file, strings.Join(prefixed(root, sysctlAppliers), ", "))
+	}
+	want, err := keyPath("", key)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]string{} // name -> the file of that name that is read
+	for _, d := range sysctlDirs {
+		entries, _ := os.ReadDir(root + d)
+		for _, e := range entries {
+			if _, dup := seen[e.Name()]; !dup && strings.HasSuffix(e.Name(), ".conf") {
+				seen[e.Name()] = filepath.Join(root+d, e.Name())
+			}
+		}
+	}
+	if other, ok := seen[name]; ok && other != file {
+		return nil, fmt.Errorf("persist: %s would not be read at boot: %s has the same name and masks it", file, other)
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		if n > name {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		other := seen[n]
+		if line := setsKey(other, want); line != "" {
+			return nil, fmt.Errorf("persist: %s sets %s too (%q) and is read after %s at boot, so its value would win; name persist_file to sort after it, or set persist: false",
+				other, key, line, name)
+		}
+	}
+	e, err := kit.PlanLines(file, -1, []string{key + " = " + value}, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("persist: %w", err)
+	}
+	return e, nil
+}
+
+func prefixed(root string, paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = root + p
+	}
+	return out
+}
+
+// setsKey returns the line of the sysctl.d file at path that sets the key whose path
+// form (keyPath with no root) is want, or "". A key in the file may be a glob.
+func setsKey(path, want string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		t := strings.TrimSpace(line)
+		if t == "" || t[0] == '#' || t[0] == ';' {
+			continue
+		}
+		k, _, found := strings.Cut(t, "=")
+		if !found {
+			continue
+		}
+		k = strings.TrimPrefix(strings.TrimSpace(k), "-")
+		got, err := keyPath("", k)
+		if err != nil {
+			continue
+		}
+		if ok, _ := filepath.Match(got, want); ok || got == want {
+			return t
+		}
+	}
+	return ""
 }
 
 // writeValue writes value to an existing sysctl file the way `sysctl -w` does
