@@ -4,8 +4,11 @@ certificates made here (http), dnsmasq (dns). No binary goes to the target for t
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,46 @@ def test_port_open_from_the_monitor_finds_the_sshd_port_open_and_a_free_port_clo
     assert probes["ssh_port"]["summary"] == "tcp open" and probes["ssh_port"]["ok"] is True
     assert probes["free_port"]["summary"].startswith("tcp closed: connect 127.0.0.1:")
     assert run.events("listen") == [] and run.events("connect") == []
+
+
+def test_port_open_with_settle_ms_calls_a_port_that_hangs_up_at_once_closed(exam: Exam) -> None:
+    """What a forwarder does for a service that is down (qemu's user network for a lab VM):
+    accept, then hang up. ``settle_ms`` tells that from the sshd, which speaks first."""
+    with socket.socket() as hangs_up:
+        hangs_up.bind(("127.0.0.1", 0))
+        hangs_up.listen(8)
+        port = hangs_up.getsockname()[1]
+        stop = threading.Event()
+
+        def serve() -> None:
+            hangs_up.settimeout(0.2)
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    hangs_up.accept()[0].close()
+
+        server = threading.Thread(target=serve)
+        server.start()
+        try:
+            run = verify(
+                exam,
+                f"""
+                - {{ id: forwarder, probe: port_open, from: monitor, with: {{ port: {port}, settle_ms: 1000 }}, expect: not result.open }}
+                - {{ id: plain, probe: port_open, from: monitor, with: {{ port: {port} }}, expect: result.open }}
+                - {{ id: sshd, probe: port_open, from: monitor, with: {{ port: {exam.sshd.port}, settle_ms: 1000 }}, expect: result.open }}
+                """,
+            )
+        finally:
+            stop.set()
+            server.join()
+    assert run.code == 0, run.stdout + run.stderr
+    forwarder = result(run, "forwarder")
+    assert (forwarder["open"], forwarder["state"]) == (False, "closed")
+    assert forwarder["reason"] == (
+        f"connect 127.0.0.1:{port}: accepted, then closed without a byte within 1000 ms"
+        " (a forwarder whose service behind it refused?)"
+    )
+    assert forwarder["latency_ms"] < 1000  # the connect's, not the wait's
+    assert result(run, "plain")["open"] and result(run, "sshd")["state"] == "open"
 
 
 def _wrong_key(folder: Path) -> Path:

@@ -105,8 +105,9 @@ const (
 	pollOut = 0x4
 )
 
-// tryTCP runs a non-blocking connect and waits for it until timeout.
-func tryTCP(ap netip.AddrPort, timeout time.Duration) check {
+// tryTCP runs a non-blocking connect and waits for it until timeout; then, with settle > 0,
+// up to settle for the far end to hang up without a byte (see settle_ms).
+func tryTCP(ap netip.AddrPort, timeout, settle time.Duration) check {
 	family, sa := sockaddr(ap)
 	start := time.Now()
 	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
@@ -133,7 +134,22 @@ func tryTCP(ap netip.AddrPort, timeout time.Duration) check {
 	if err != nil {
 		return check{"closed", took, fmt.Sprintf("connect %s: %v", ap, err)}
 	}
+	if settle > 0 && hungUp(fd, settle) {
+		return check{"closed", took, fmt.Sprintf("connect %s: accepted, then closed without a byte within %s "+
+			"(a forwarder whose service behind it refused?)", ap, settle)}
+	}
 	return check{"open", took, ""}
+}
+
+// hungUp reports whether the far end of the connected socket fd closes or resets it within
+// d without sending anything (a byte that comes first means someone is there).
+func hungUp(fd int, d time.Duration) bool {
+	ready, err := poll(fd, pollIn, d)
+	if err != nil || ready == 0 {
+		return false
+	}
+	n, _, err := syscall.Recvfrom(fd, make([]byte, 1), syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return (err == nil && n == 0) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // tryUDP sends an empty datagram on a connected socket and waits for a reply;
@@ -170,7 +186,7 @@ func tryUDP(ap netip.AddrPort, timeout time.Duration) check {
 
 // tryHost tries each address of host in turn within timeout and returns the
 // first open one's check, or else the first address's.
-func tryHost(ctx context.Context, host string, port uint16, protocol string, timeout time.Duration) (check, error) {
+func tryHost(ctx context.Context, host string, port uint16, protocol string, timeout, settle time.Duration) (check, error) {
 	addrs, err := resolve(host, hostsFile)
 	if err != nil {
 		return check{}, err
@@ -190,7 +206,7 @@ func tryHost(ctx context.Context, host string, port uint16, protocol string, tim
 		if protocol == "udp" {
 			c = tryUDP(ap, left)
 		} else {
-			c = tryTCP(ap, left)
+			c = tryTCP(ap, left, settle)
 		}
 		if c.State == "open" || c.State == "open|filtered" {
 			return c, nil
@@ -203,7 +219,8 @@ func tryHost(ctx context.Context, host string, port uint16, protocol string, tim
 }
 
 func run(ctx context.Context, p kit.Params, r *kit.Report) error {
-	c, err := tryHost(ctx, p.String("host"), uint16(p.Int("port")), p.String("protocol"), time.Duration(p.Int("timeout_ms"))*time.Millisecond)
+	ms := func(key string) time.Duration { return time.Duration(p.Int(key)) * time.Millisecond }
+	c, err := tryHost(ctx, p.String("host"), uint16(p.Int("port")), p.String("protocol"), ms("timeout_ms"), ms("settle_ms"))
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,44 @@ func TestPortOpenSeesAListenerAndARefusal(t *testing.T) {
 	}
 }
 
+// A forwarder (qemu's user network) accepts for the service and hangs up when the service
+// behind it refuses: with settle_ms that is closed; a listener that keeps the connection,
+// or says something first, is open.
+func TestSettleTellsAConnectionClosedAtOnceFromAServiceThatStays(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		serve  func(net.Conn)
+		settle int
+		want   string
+	}{
+		{"hangs up", func(c net.Conn) { c.Close() }, 1000, "closed"},
+		{"hangs up, no settle", func(c net.Conn) { c.Close() }, 0, "open"},
+		{"resets", func(c net.Conn) { c.(*net.TCPConn).SetLinger(0); c.Close() }, 1000, "closed"},
+		{"says hello, then hangs up", func(c net.Conn) { c.Write([]byte("SSH-2.0-x\r\n")); c.Close() }, 1000, "open"},
+		{"stays", func(c net.Conn) { time.Sleep(2 * time.Second); c.Close() }, 300, "open"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, port := kittest.Listen(t)
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go tc.serve(c)
+				}
+			}()
+			res := moduletest.Probe(t, declaration, run, map[string]any{"port": port, "settle_ms": tc.settle})
+			if res["state"] != tc.want || res["open"] != (tc.want == "open") {
+				t.Errorf("%s: %v; want %s", tc.name, res, tc.want)
+			}
+			if tc.want == "closed" && !strings.Contains(res["reason"].(string), "accepted, then closed without a byte") {
+				t.Errorf("reason = %q", res["reason"])
+			}
+		})
+	}
+}
+
 func TestResolveTakesLiteralsAndNamesFromTheHostsFile(t *testing.T) {
 	hosts := t.TempDir() + "/hosts"
 	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n# 10.9.9.9 db\n10.0.0.5  db.lab.example db  # primary\nfd00::5 db\n"), 0o644)

@@ -28,8 +28,8 @@ VARIANT = "minbase"
 IMAGE_SIZE = "2G"
 USER = "candidate"
 
-#: What a real exam machine has: systemd, SSH, a web server, a firewall, cron, syslog, sudo,
-#: and the everyday tools a candidate (and the chaos modules: nft, ip, tc, df, mount, openssl,
+#: What a real exam machine has: systemd, SSH, a web server, a name server, a firewall, cron,
+#: syslog, sudo, and the everyday tools a candidate (and the chaos modules: nft, ip, tc, df, mount, openssl,
 #: lsattr) reach for.
 PACKAGES = (
     "linux-image-amd64",
@@ -41,6 +41,7 @@ PACKAGES = (
     "openssh-server",
     "openssh-client",
     "nginx",
+    "dnsmasq",
     "nftables",
     "cron",
     "rsyslog",
@@ -170,6 +171,11 @@ printf '# chaosrun lab: no name server (qemu restrict=on: the guest reaches noth
 # an empty machine-id: each VM makes its own at first boot (and it is not a "first boot")
 : > "$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
+
+# dnsmasq answers for the names in /etc/hosts (port 53, forwarded to the monitor) and asks
+# no one else: no upstream server, whatever resolv.conf says
+printf '# chaosrun lab: answer from /etc/hosts only; forward nothing\nno-resolv\nno-poll\n' \
+    > "$root/etc/dnsmasq.d/chaosrun-lab.conf"
 
 mkdir -p "$root/etc/systemd/network"
 cat > "$root/etc/systemd/network/10-eth0.network" <<'CHAOSRUN_EOF'

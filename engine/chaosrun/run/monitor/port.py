@@ -21,18 +21,41 @@ def port_of(call: ProbeCall) -> int:
     return int(call.params["port"])
 
 
-async def _try_tcp(family: int, address: tuple[str, int], timeout: float) -> tuple[str, str]:
+async def _try_tcp(family: int, address: tuple[str, int], timeout: float, settle: float) -> tuple[str, str, float]:
+    """``(state, reason, milliseconds until the connect completed or failed)``."""
     shown = host_port(address[0], address[1])
-    with trio.socket.socket(family, socket.SOCK_STREAM) as sock, trio.move_on_after(timeout):
+    start = time.monotonic()
+    with trio.socket.socket(family, socket.SOCK_STREAM) as sock:
+        with trio.move_on_after(timeout) as scope:
+            try:
+                await sock.connect(address)
+            except OSError as exc:
+                return "closed", f"connect {shown}: {os_reason(exc)}", since(start)
+        took = since(start)
+        if scope.cancelled_caught:
+            return "filtered", f"connect {shown}: no answer within {timeout * 1000:g} ms", took
+        if settle > 0 and await _hung_up(sock, settle):
+            reason = f"connect {shown}: accepted, then closed without a byte within {settle * 1000:g} ms"
+            return "closed", reason + " (a forwarder whose service behind it refused?)", took
+        return "open", "", took
+
+
+async def _hung_up(sock: trio.socket.SocketType, seconds: float) -> bool:
+    """Whether the far end closes or resets the connection within ``seconds`` without
+    sending anything (``settle_ms``: a forwarder that accepted for a service that is down)."""
+    with trio.move_on_after(seconds):
         try:
-            await sock.connect(address)
-        except OSError as exc:
-            return "closed", f"connect {shown}: {os_reason(exc)}"
-        return "open", ""
-    return "filtered", f"connect {shown}: no answer within {timeout * 1000:g} ms"
+            return await sock.recv(1, socket.MSG_PEEK) == b""
+        except ConnectionResetError:
+            return True
+        except OSError:
+            return False
+    return False
 
 
-async def _try_udp(family: int, address: tuple[str, int], timeout: float) -> tuple[str, str]:
+async def _try_udp(family: int, address: tuple[str, int], timeout: float, settle: float) -> tuple[str, str, float]:
+    del settle  # TCP only
+    start = time.monotonic()
     # On a connected UDP socket the kernel reports an ICMP port-unreachable as ECONNREFUSED.
     shown = host_port(address[0], address[1])
     with trio.socket.socket(family, socket.SOCK_DGRAM) as sock, trio.move_on_after(timeout):
@@ -41,9 +64,9 @@ async def _try_udp(family: int, address: tuple[str, int], timeout: float) -> tup
             await sock.send(b"")
             await sock.recv(1)
         except OSError as exc:
-            return "closed", f"read from {shown}: {os_reason(exc)}"
-        return "open", ""
-    return "open|filtered", ""
+            return "closed", f"read from {shown}: {os_reason(exc)}", since(start)
+        return "open", "", since(start)
+    return "open|filtered", "", since(start)
 
 
 async def port_open(call: ProbeCall) -> Answer:
@@ -61,10 +84,10 @@ async def port_open(call: ProbeCall) -> Answer:
     deadline = trio.current_time() + call.seconds(DEFAULT_TIMEOUT_MS)
     attempt = _try_udp if protocol == "udp" else _try_tcp
     first: tuple[str, str, float] | None = None
+    settle = int(call.params.get("settle_ms", 0)) / 1000
     for family, _, _, _, sockaddr in infos:
-        start = time.monotonic()
-        state, reason = await attempt(family, (str(sockaddr[0]), int(sockaddr[1])), deadline - trio.current_time())
-        took = since(start)
+        address = (str(sockaddr[0]), int(sockaddr[1]))
+        state, reason, took = await attempt(family, address, deadline - trio.current_time(), settle)
         if state in ("open", "open|filtered"):
             first = (state, reason, took)
             break

@@ -1,0 +1,551 @@
+"""The VM tier, chaos half: every chaos module breaks a real Debian machine (a lab VM of this
+module's own), and the break is checked the way an administrator would find it, never
+through chaosrun's own probes: systemctl, ss, nc, nginx -t, getent, passwd, su, sudo, stat,
+lsattr, df, tc, /proc, an SSH login with the real OpenSSH client, an HTTP request and a TLS
+handshake from the monitor. Each check looks at the state before the run too, so a check
+that would pass on an unbroken machine fails.
+
+Then the VM really reboots, and each module's effect is looked at again: it must be there
+or gone exactly as docs/modules.md ("After a reboot") says.
+
+One ``chaosrun run`` of one step per module (sequential; netem last, on lo, where it slows
+the step's own callback through the tunnel), one reboot. Network rule: the only address used is the VM's 127.0.0.N.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from lab_support import LabVm, chaosrun, own_lab
+
+from chaosrun.lab import Image
+
+pytestmark = [pytest.mark.lab, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Made on the VM before the run: what the modules break, each a real part of the system.
+PREPARE = r"""set -eu
+mkdir -p /etc/exam /etc/ssl/exam /srv/data /srv/inodes
+# two small ext4 volumes in /etc/fstab (a data disk that fills up; one that runs out of inodes)
+truncate -s 48M /var/lib/exam-data.img && mkfs.ext4 -q -F /var/lib/exam-data.img
+truncate -s 16M /var/lib/exam-inodes.img && mkfs.ext4 -q -F -N 128 /var/lib/exam-inodes.img
+printf '/var/lib/exam-data.img /srv/data ext4 loop 0 0\n/var/lib/exam-inodes.img /srv/inodes ext4 loop 0 0\n' >> /etc/fstab
+mount /srv/data && mount /srv/inodes
+printf 'data\n' > /etc/exam/mode.txt && chmod 0644 /etc/exam/mode.txt
+printf 'owned by root\n' > /etc/exam/owned.txt && chmod 0644 /etc/exam/owned.txt
+printf 'keep me\n' > /etc/exam/gone.txt
+printf 'locked\n' > /etc/exam/locked.txt
+cp /etc/nginx/nginx.conf /etc/exam/nginx.conf
+# a TLS site on 443 with a certificate valid for 30 days, and a plain one on 8080
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=lab -keyout /etc/ssl/exam/key.pem \
+    -out /etc/ssl/exam/cert.pem 2>/dev/null
+cat > /etc/nginx/conf.d/exam.conf <<'EOF'
+server { listen 443 ssl; ssl_certificate /etc/ssl/exam/cert.pem; ssl_certificate_key /etc/ssl/exam/key.pem;
+         location / { return 200 "tls\n"; } }
+server { listen 8080; location / { return 200 "alt\n"; } }
+EOF
+systemctl reload nginx
+# a service of the exam's own, enabled, that kill_process takes down
+cat > /etc/systemd/system/exam-worker.service <<'EOF'
+[Unit]
+Description=exam worker
+[Service]
+ExecStart=/bin/bash -c 'exec -a exam-worker sleep infinity'
+Restart=no
+[Install]
+WantedBy=multi-user.target
+EOF
+systemctl daemon-reload && systemctl enable --now exam-worker.service
+for u in exam2 exam3; do useradd --create-home --shell /bin/bash "$u"; printf '%s:%s\n' "$u" "$u" | chpasswd; done
+"""
+
+SCENARIO = """version: 1
+name: lab-tier-chaos
+description: every chaos module once, on a real Debian VM
+monitor: { callback: tunnel }
+targets:
+  target: { host: 127.0.0.1 }
+steps:
+  - { id: stop_service, target: target, chaos: stop_service, with: { service: cron, action: disable } }
+  - { id: kill_process, target: target, chaos: kill_process, with: { name: exam-worker, signal: KILL } }
+  - id: occupy_port
+    target: target
+    chaos: occupy_port
+    with: { port: 8082, process_name: exam-squatter }
+  - { id: block_port, target: target, chaos: block_port, with: { port: 80 } }
+  - { id: sysctl_set, target: target, chaos: sysctl_set, with: { key: vm.swappiness, value: "10" } }
+  - { id: lock_user, target: target, chaos: lock_user, with: { user: candidate, action: expire } }
+  - { id: lock_user_lock, target: target, chaos: lock_user, with: { user: exam2, action: lock } }
+  - { id: lock_user_nologin, target: target, chaos: lock_user, with: { user: exam3, action: nologin } }
+  - { id: chmod, target: target, chaos: chmod, with: { path: /etc/exam/mode.txt, mode: "0600" } }
+  - { id: chown, target: target, chaos: chown, with: { path: /etc/exam/owned.txt, user: nobody, group: nogroup } }
+  - id: corrupt_config
+    target: target
+    chaos: corrupt_config
+    with: { path: /etc/exam/nginx.conf, action: replace, match: "^\\\\s*include /etc/nginx/sites-enabled/", text: "\\tinclude /etc/nginx/sites-enabled/*" }
+  - { id: delete_file, target: target, chaos: delete_file, with: { path: /etc/exam/gone.txt, mode: delete } }
+  - { id: immutable_file, target: target, chaos: immutable_file, with: { path: /etc/exam/locked.txt } }
+  - { id: hosts_entry, target: target, chaos: hosts_entry, with: { hostname: mirror.exam.test, address: 192.0.2.10 } }
+  - { id: resolv_conf, target: target, chaos: resolv_conf, with: { nameservers: ["192.0.2.53"], mode: replace } }
+  - id: expire_cert
+    target: target
+    chaos: expire_cert
+    with: { cert_path: /etc/ssl/exam/cert.pem, key_path: /etc/ssl/exam/key.pem, mode: expired }
+  - { id: fill_disk, target: target, chaos: fill_disk, with: { path: /srv/data/.cache.tmp, size_mb: 200 } }
+  - { id: exhaust_inodes, target: target, chaos: exhaust_inodes, with: { dir: /srv/inodes, count: 5000 } }
+  - id: deleted_open_file
+    target: target
+    chaos: deleted_open_file
+    with: { path: /var/log/exam-ghost.log, size_mb: 20, process_name: exam-logger }
+  - { id: mem_stress, target: target, chaos: mem_stress, with: { size_mb: 128, duration: 900, process_name: exam-mem } }
+  - { id: cpu_stress, target: target, chaos: cpu_stress, with: { workers: 1, duration: 150, process_name: exam-cpu } }
+  - { id: netem, target: target, chaos: netem, with: { interface: lo, delay_ms: 300 } }
+"""
+
+NETEM_DELAY = 0.3
+
+
+@dataclass
+class Tier:
+    lab: LabVm
+    report: dict[str, Any] = field(default_factory=dict)
+    before: dict[str, str] = field(default_factory=dict)
+    tls_before: x509.Certificate | None = None
+    rebooted: bool = False
+
+    @property
+    def address(self) -> str:
+        return self.lab.vm.address
+
+    def sh(self, command: str, *, user: str = "root") -> str:
+        done = self.lab.ssh(command, user=user, timeout=180)
+        assert done.returncode == 0, f"{command}: exit {done.returncode}: {done.stdout}{done.stderr}"
+        return done.stdout.strip()
+
+    def code(self, command: str, *, user: str = "root") -> int:
+        return self.lab.ssh(command, user=user, timeout=180).returncode
+
+    def result(self, step: str) -> dict[str, Any]:
+        (env,) = self.report["environments"]
+        (found,) = [s for s in env["steps"] if s["id"] == step]
+        assert found["status"] == "ok", found
+        return dict(found["result"])
+
+
+def _http(address: str, port: int, wait: float = 8) -> bytes:
+    """The first bytes of the answer to a GET, or b"" when none comes within ``wait`` s
+    (from the monitor a blocked port still accepts: qemu's user network completes the
+    handshake on the host's side)."""
+    try:
+        with socket.create_connection((address, port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: lab\r\n\r\n")
+            sock.settimeout(wait)
+            return sock.recv(64)
+    except OSError:
+        return b""
+
+
+def _answers(address: str, port: int) -> bool:
+    return _http(address, port).startswith(b"HTTP/1.1 200")
+
+
+def _served_cert(address: str) -> x509.Certificate:
+    """The certificate the VM's nginx presents on 443 (not verified: it is self-signed)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((address, 443), timeout=20) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def _wait(predicate: Callable[[], bool], seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
+#: What the run is checked against, gathered before it: ``name: command`` (stdout kept).
+BEFORE = {
+    "cron": "systemctl is-active cron; systemctl is-enabled cron",
+    "worker": "pgrep -c -f '^exam-worker' || true",
+    "swappiness": "cat /proc/sys/vm/swappiness",
+    "exam2": "passwd -S exam2 | cut -d' ' -f2",
+    "exam3": "su exam3 -c 'echo in' 2>&1 || true",
+    "mode": "stat -c %a /etc/exam/mode.txt; sudo -u nobody cat /etc/exam/mode.txt 2>&1 || true",
+    "owner": "stat -c %U:%G /etc/exam/owned.txt",
+    "nginx_t": "nginx -t -c /etc/exam/nginx.conf 2>&1 && echo syntax-ok || true",
+    "hosts": "getent hosts mirror.exam.test || echo none",
+    "resolv": "grep '^nameserver' /etc/resolv.conf || echo none",
+    "attr": "lsattr /etc/exam/locked.txt | cut -c1-22",
+    "data_avail": "df --output=avail -B1M /srv/data | tail -1",
+    "inodes_free": "df --output=iavail /srv/inodes | tail -1",
+    "qdisc": "tc qdisc show dev lo",
+    "nc": "timeout 2 nc -l -p 8082 2>&1; echo exit=$?",
+}
+
+
+def _gather(tier: Tier) -> dict[str, str]:
+    script = "".join(f"echo '@@{name}'; {command}\n" for name, command in BEFORE.items())
+    out: dict[str, str] = {}
+    for chunk in tier.sh(script).split("@@")[1:]:
+        name, _, text = chunk.partition("\n")
+        out[name] = text.strip()
+    return out
+
+
+@pytest.fixture(scope="module")
+def tier(lab_image: Image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
+    folder = tmp_path_factory.mktemp("tier-chaos")
+    with own_lab(lab_image, folder, "--port", "8080") as lab:
+        t = Tier(lab)
+        t.sh(PREPARE)
+        assert _wait(lambda: _answers(t.address, 8080)), "nginx answers on 8080 after the reload"
+        t.before = _gather(t)
+        t.tls_before = _served_cert(t.address)
+        assert t.code("true", user="candidate") == 0, "candidate logs in over SSH before the run"
+        scenario = folder / "tier.yml"
+        scenario.write_text(SCENARIO)
+        started = time.monotonic()
+        done = chaosrun(
+            "run", str(scenario), "-i", str(lab.inventory), "--plain", "--audit", "audit", "--format", "json",
+            cwd=folder, config=folder / "config", timeout=1500,
+        )  # fmt: skip
+        print(f"chaosrun run of {SCENARIO.count('chaos:')} chaos steps: {time.monotonic() - started:.1f} s")
+        assert done.returncode == 0, done.stdout + done.stderr
+        t.report = json.loads(done.stdout)
+        yield t
+
+
+@pytest.fixture(scope="module")
+def rebooted(tier: Tier) -> Tier:
+    """The same VM after a real reboot (a new boot id), every boot job done."""
+    if not tier.rebooted:
+        before = tier.sh("cat /proc/sys/kernel/random/boot_id")
+        tier.code("systemctl reboot")
+        started = time.monotonic()
+
+        def back() -> bool:
+            try:
+                done = tier.lab.ssh(
+                    "systemctl is-system-running --wait >/dev/null; cat /proc/sys/kernel/random/boot_id", timeout=60
+                )
+            except subprocess.TimeoutExpired:
+                return False
+            return done.returncode == 0 and done.stdout.strip() not in ("", before)
+
+        assert _wait(back, 600), "the VM came back after the reboot"
+        print(f"reboot: {time.monotonic() - started:.1f} s")
+        tier.rebooted = True
+    return tier
+
+
+# -- what each module does, seen for ourselves; then what is left of it after a reboot ----
+
+
+def stop_service_now(t: Tier) -> None:
+    assert t.before["cron"].split() == ["active", "enabled"]
+    assert t.sh("systemctl is-active cron; systemctl is-enabled cron || true").split() == ["inactive", "disabled"]
+
+
+def stop_service_rebooted(t: Tier, survives: bool) -> None:
+    state = t.sh("systemctl is-active cron || true")
+    assert (state == "inactive") is survives, state
+
+
+def kill_process_now(t: Tier) -> None:
+    assert t.before["worker"] == "1"
+    assert t.sh("pgrep -c -f '^exam-worker' || true") == "0"
+    assert t.sh("systemctl is-active exam-worker || true") == "failed"  # killed, not stopped
+
+
+def kill_process_rebooted(t: Tier, survives: bool) -> None:
+    # an enabled service starts again at boot
+    assert (t.sh("pgrep -c -f '^exam-worker' || true") == "0") is survives
+
+
+def occupy_port_now(t: Tier) -> None:
+    assert "exit=124" in t.before["nc"], t.before["nc"]  # nc could listen: it timed out
+    held = t.sh("ss -Hltnp 'sport = :8082'")
+    assert f"pid={t.result('occupy_port')['pid']}," in held, held
+    out = t.sh("timeout 2 nc -l -p 8082 2>&1; echo exit=$?")
+    assert "Address already in use" in out and "exit=1" in out, out
+
+
+def occupy_port_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.sh("ss -Hltn 'sport = :8082'") != "") is survives
+
+
+def block_port_now(t: Tier) -> None:
+    assert t.sh("systemctl is-active nginx") == "active"  # nginx runs, yet nothing gets through
+    assert not _answers(t.address, 80), "port 80 is blocked from the monitor's side"
+    assert _answers(t.address, 8080), "only port 80 is blocked"
+    assert "dport 80 drop" in t.sh("nft list table inet filter_local")
+
+
+def block_port_rebooted(t: Tier, survives: bool) -> None:
+    assert _wait(lambda: _answers(t.address, 8080)), "nginx answers on 8080"
+    assert _answers(t.address, 80) is not survives
+
+
+def sysctl_set_now(t: Tier) -> None:
+    assert t.before["swappiness"] == "60"
+    assert t.sh("cat /proc/sys/vm/swappiness") == "10"
+
+
+def sysctl_set_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.sh("cat /proc/sys/vm/swappiness") == "10") is survives
+
+
+def lock_user_now(t: Tier) -> None:
+    # expire: the real OpenSSH client, with the key that worked before the run, is refused
+    assert t.code("true", user="candidate") != 0, "an expired account cannot log in over SSH"
+    assert t.sh("chage -l candidate | grep '^Account expires'").split(":", 1)[1].strip() != "never"
+    # lock: passwd -S says L; nologin: su into it fails with nologin's message
+    assert t.before["exam2"] == "P" and t.sh("passwd -S exam2 | cut -d' ' -f2") == "L"
+    assert t.before["exam3"] == "in"
+    assert "This account is currently not available" in t.sh("su exam3 -c 'echo in' 2>&1 || true")
+
+
+def lock_user_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.code("true", user="candidate") != 0) is survives
+    assert (t.sh("passwd -S exam2 | cut -d' ' -f2") == "L") is survives
+
+
+def chmod_now(t: Tier) -> None:
+    assert t.before["mode"].splitlines() == ["644", "data"]
+    mode, denied = t.sh("stat -c %a /etc/exam/mode.txt; sudo -u nobody cat /etc/exam/mode.txt 2>&1 || true").split(
+        "\n", 1
+    )
+    assert mode == "600" and "Permission denied" in denied, (mode, denied)
+
+
+def chmod_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.sh("stat -c %a /etc/exam/mode.txt") == "600") is survives
+
+
+def chown_now(t: Tier) -> None:
+    assert t.before["owner"] == "root:root"
+    assert t.sh("stat -c %U:%G /etc/exam/owned.txt") == "nobody:nogroup"
+    # and the new owner really may write it now
+    t.sh("sudo -u nobody sh -c 'echo by nobody >> /etc/exam/owned.txt'")
+
+
+def chown_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.sh("stat -c %U /etc/exam/owned.txt") == "nobody") is survives
+
+
+def corrupt_config_now(t: Tier) -> None:
+    assert t.before["nginx_t"].endswith("syntax-ok"), t.before["nginx_t"]
+    out = t.sh("nginx -t -c /etc/exam/nginx.conf 2>&1 && echo syntax-ok || true")
+    assert "syntax-ok" not in out and "emerg" in out, out  # nginx's own parser refuses it
+
+
+def corrupt_config_rebooted(t: Tier, survives: bool) -> None:
+    out = t.sh("nginx -t -c /etc/exam/nginx.conf 2>&1 && echo syntax-ok || true")
+    assert ("syntax-ok" not in out) is survives, out
+
+
+def delete_file_now(t: Tier) -> None:
+    assert t.code("test -e /etc/exam/gone.txt") == 1
+
+
+def delete_file_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.code("test -e /etc/exam/gone.txt") == 1) is survives
+
+
+def immutable_file_now(t: Tier) -> None:
+    assert "i" not in t.before["attr"].split()[0]
+    assert "i" in t.sh("lsattr /etc/exam/locked.txt").split()[0]
+    out = t.sh(
+        "sh -c 'echo more >> /etc/exam/locked.txt' 2>&1 || echo refused; rm -f /etc/exam/locked.txt 2>&1 || true"
+    )
+    assert "Operation not permitted" in out and "refused" in out, out  # even for root
+    t.sh("test -e /etc/exam/locked.txt")
+
+
+def immutable_file_rebooted(t: Tier, survives: bool) -> None:
+    assert ("i" in t.sh("lsattr /etc/exam/locked.txt").split()[0]) is survives
+
+
+def hosts_entry_now(t: Tier) -> None:
+    assert t.before["hosts"] == "none"
+    assert t.sh("getent hosts mirror.exam.test").split() == ["192.0.2.10", "mirror.exam.test"]
+
+
+def hosts_entry_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.sh("getent hosts mirror.exam.test || echo none") != "none") is survives
+
+
+def resolv_conf_now(t: Tier) -> None:
+    assert t.before["resolv"] == "none"
+    assert t.sh("grep '^nameserver' /etc/resolv.conf") == "nameserver 192.0.2.53"
+
+
+def resolv_conf_rebooted(t: Tier, survives: bool) -> None:
+    assert ("192.0.2.53" in t.sh("cat /etc/resolv.conf")) is survives
+
+
+def _expired(cert: x509.Certificate) -> bool:
+    return cert.not_valid_after_utc < datetime.datetime.now(datetime.UTC)
+
+
+def expire_cert_now(t: Tier) -> None:
+    assert t.tls_before is not None and not _expired(t.tls_before)
+    t.sh("systemctl reload nginx")  # the next (re)start of the service, as at a real exam
+    assert _wait(lambda: _served_cert(t.address) != t.tls_before, 30)
+    served = _served_cert(t.address)
+    assert _expired(served), served.not_valid_after_utc
+    assert t.code("openssl x509 -checkend 0 -noout -in /etc/ssl/exam/cert.pem") == 1
+
+
+def expire_cert_rebooted(t: Tier, survives: bool) -> None:
+    assert _expired(_served_cert(t.address)) is survives
+
+
+def fill_disk_now(t: Tier) -> None:
+    assert int(t.before["data_avail"]) > 30
+    assert int(t.sh("df --output=avail -B1M /srv/data | tail -1")) == 0
+    out = t.sh("dd if=/dev/zero of=/srv/data/more bs=64k count=64 2>&1 || true; rm -f /srv/data/more")
+    assert "No space left on device" in out, out
+
+
+def fill_disk_rebooted(t: Tier, survives: bool) -> None:
+    assert (int(t.sh("df --output=avail -B1M /srv/data | tail -1")) == 0) is survives
+
+
+def exhaust_inodes_now(t: Tier) -> None:
+    assert int(t.before["inodes_free"]) > 50
+    assert int(t.sh("df --output=iavail /srv/inodes | tail -1")) == 0
+    assert "No space left on device" in t.sh("touch /srv/inodes/one-more 2>&1 || true")
+
+
+def exhaust_inodes_rebooted(t: Tier, survives: bool) -> None:
+    assert (int(t.sh("df --output=iavail /srv/inodes | tail -1")) == 0) is survives
+
+
+GHOST = "find /proc/[0-9]*/fd -lname '/var/log/exam-ghost.log (deleted)' 2>/dev/null | wc -l"
+
+
+def deleted_open_file_now(t: Tier) -> None:
+    assert t.code("test -e /var/log/exam-ghost.log") == 1
+    assert t.sh(GHOST) == "1"
+    pid = t.result("deleted_open_file")["pid"]
+    assert t.sh(f"cat /proc/{pid}/comm") == "exam-logger"
+
+
+def deleted_open_file_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.sh(GHOST) == "1") is survives
+
+
+def mem_stress_now(t: Tier) -> None:
+    pid = t.result("mem_stress")["pid"]
+    rss_kib = int(t.sh(f"awk '/^VmRSS/ {{print $2}}' /proc/{pid}/status"))
+    assert rss_kib >= 120 * 1024, rss_kib  # resident, not only reserved
+    assert t.sh(f"cat /proc/{pid}/comm") == "exam-mem"
+
+
+def mem_stress_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.sh("pgrep -c -x exam-mem || true") != "0") is survives
+
+
+def cpu_stress_now(t: Tier) -> None:
+    pid = t.result("cpu_stress")["pid"]
+    ticks = f"awk '{{print $14 + $15}}' /proc/{pid}/stat"
+    first = int(t.sh(ticks))
+    time.sleep(3)
+    burnt = (int(t.sh(ticks)) - first) / int(t.sh("getconf CLK_TCK"))
+    assert burnt >= 1.0, f"the stress process used {burnt:.2f} s of CPU in 3 s"
+
+
+def cpu_stress_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.sh("pgrep -c -x exam-cpu || true") != "0") is survives
+
+
+def netem_now(t: Tier) -> None:
+    assert "netem" not in t.before["qdisc"]
+    assert "delay 300ms" in t.sh("tc qdisc show dev lo")
+    # every packet on lo leaves 300 ms late: a request there takes at least that long (a
+    # lower bound, which a slow machine keeps). lo, not eth0: SSH to the VM stays fast.
+    took = float(t.sh("curl -s -o /dev/null -w '%{time_total}' http://127.0.0.1:8080/"))
+    assert took >= NETEM_DELAY, took
+
+
+def netem_rebooted(t: Tier, survives: bool) -> None:
+    assert ("netem" in t.sh("tc qdisc show dev lo")) is survives
+
+
+@dataclass(frozen=True)
+class Check:
+    now: Callable[[Tier], None]
+    rebooted: Callable[[Tier, bool], None]
+
+
+CHECKS: dict[str, Check] = {
+    name.removesuffix("_now"): Check(fn, globals()[name.removesuffix("_now") + "_rebooted"])
+    for name, fn in list(globals().items())
+    if name.endswith("_now") and callable(fn)
+}
+
+#: How the scenario uses the modules whose docs answer in two parts.
+USED_AS = {"stop_service": "disable", "block_port": "without persist", "sysctl_set": "without persist"}
+
+
+def documented_survival() -> dict[str, bool]:
+    """docs/modules.md, "After a reboot": module -> whether its effect (as used here) survives."""
+    text = (REPO / "docs" / "modules.md").read_text()
+    table = text[text.index("## After a reboot") :]
+    out = {}
+    for module, answer in re.findall(r"^\| \[`(\w+)`\]\(#\w+\) \| ([^|]+) \|", table, re.M):
+        answer = answer.strip()
+        if module == "stop_service":
+            assert answer == "`stop`: no; `disable`, `mask`: yes", answer
+            out[module] = True
+        elif answer == "only with `persist: true`":
+            out[module] = False
+        else:
+            assert answer.startswith(("yes", "no")), (module, answer)
+            out[module] = answer.startswith("yes")
+    return out
+
+
+def chaos_modules() -> list[str]:
+    return sorted(
+        p.parent.name
+        for p in (REPO / "chaos_go" / "modules").glob("*/params.schema.json")
+        if json.loads(p.read_text()).get("x-kind") == "chaos"
+    )
+
+
+def test_the_tier_checks_every_chaos_module_and_the_scenario_runs_each() -> None:
+    assert sorted(CHECKS) == chaos_modules()
+    assert sorted(documented_survival()) == chaos_modules()
+    ran = {m.group(1) for m in re.finditer(r"chaos: (\w+)", SCENARIO)}
+    assert ran == set(chaos_modules())
+
+
+@pytest.mark.parametrize("module", chaos_modules())
+def test_the_module_really_breaks_a_real_debian_machine(tier: Tier, module: str) -> None:
+    CHECKS[module].now(tier)
+
+
+@pytest.mark.parametrize("module", chaos_modules())
+def test_after_a_real_reboot_the_effect_is_there_or_gone_as_the_docs_say(rebooted: Tier, module: str) -> None:
+    CHECKS[module].rebooted(rebooted, documented_survival()[module])
