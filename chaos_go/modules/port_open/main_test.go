@@ -65,7 +65,8 @@ func TestSettleTellsAConnectionClosedAtOnceFromAServiceThatStays(t *testing.T) {
 			if res["state"] != tc.want || res["open"] != (tc.want == "open") {
 				t.Errorf("%s: %v; want %s", tc.name, res, tc.want)
 			}
-			if tc.want == "closed" && !strings.Contains(res["reason"].(string), "accepted, then closed without a byte") {
+			// (a reset may also come before the connect is seen complete: closed all the same)
+			if tc.name == "hangs up" && !strings.Contains(res["reason"].(string), "accepted, then closed without a byte") {
 				t.Errorf("reason = %q", res["reason"])
 			}
 		})
