@@ -53,7 +53,7 @@ def render_module(decl: ModuleDecl) -> list[str]:
         lines += ["| parameter | type | required / default | description |", "|---|---|---|---|"]
         for p in decl.params:
             choices = f" One of {', '.join(f'`{json.dumps(v)}`' for v in p.enum)}." if p.enum else ""
-            lines.append(f"| `{p.name}` | {cell(p.type)} | {_flag(p)} | {cell(p.description + choices)} |")
+            lines.append(f"| `{p.name}` | {cell(p.shown_type)} | {_flag(p)} | {cell(p.description + choices)} |")
     else:
         lines.append("No parameters.")
     lines.append("")

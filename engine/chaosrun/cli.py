@@ -286,7 +286,7 @@ def format_module(decl: ModuleDecl) -> str:
         else:
             flag = "optional"
         choices = f" one of {', '.join(json.dumps(v) for v in p.enum)}." if p.enum else ""
-        lines.append(f"  {p.name:<16} {p.type:<16} {flag}")
+        lines.append(f"  {p.name:<16} {p.shown_type:<16} {flag}")
         if p.description or choices:
             lines.append(f"      {p.description}{choices}")
     if decl.results:

@@ -15,8 +15,9 @@ from typing import Any
 from . import _schema
 from ._source import ScenarioError, ScenarioErrors, Span, gc_paused
 from .expr import EvalError, Expr, NameRef, Template, has_interpolation, iter_leaves, iter_templates, render_static
-from .modules import ModuleDecl, ModuleKind, catalogue
+from .modules import ModuleDecl, ModuleKind, catalogue, duration_in
 from .parse import parse_scenario, read_source
+from .regex import RE2_HINT, re2_error
 from .scenario import Origin, Repair, Scenario, Section, Step, StepKind
 
 ROOT_NAMES = ("vars", "steps", "target", "env", "result")
@@ -223,6 +224,14 @@ class _Linter:
             self.errors.append(ScenarioError(f"{where}: points only count in verify", keys["points"]))
         if "expect" in keys and step.kind is not StepKind.PROBE:
             self.errors.append(ScenarioError(f"{where}: expect is only for probes", keys["expect"]))
+        if step.kind is StepKind.PROBE and step.points and "expect" not in keys and step.section is Section.VERIFY:
+            self.errors.append(
+                ScenarioError(
+                    f"{where}: points without expect would be given for any answer of the probe",
+                    keys["points"],
+                    "write what must hold in expect (expect: result.FIELD ...); expect: true gives them for any answer",
+                )
+            )
         if step.kind in (StepKind.WAIT, StepKind.ONE_OF):
             for key in ("with", "target", "from"):
                 if key in keys:
@@ -336,6 +345,7 @@ class _Linter:
             else:
                 dynamic.add(key)
                 instance[key] = None
+        dynamic |= self._param_values(step, decl, instance)
         node = step.params_node
         if node is None:
             missing = [p.name for p in decl.params if p.required]
@@ -355,6 +365,30 @@ class _Linter:
                 key_span=step.keys.get("with"),
             )
         )
+
+    def _param_values(self, step: Step, decl: ModuleDecl, instance: dict[str, Any]) -> set[str]:
+        """Durations written as text become the module's unit in ``instance`` (so the schema
+        checks the range); regex parameters compile with RE2. Errors point at the value;
+        returns the parameters reported here (the schema need not report them again)."""
+        reported: set[str] = set()
+        values = step.params_node.value if step.params_node is not None else {}
+        for param in decl.params:
+            value = instance.get(param.name)
+            if not isinstance(value, str):
+                continue
+            node = values.get(param.name) if isinstance(values, Mapping) else None
+            at = node.span if node is not None else step.span
+            if param.unit:
+                try:
+                    instance[param.name] = duration_in(param.unit, value)
+                except ValueError as exc:
+                    self.errors.append(ScenarioError(f"with.{param.name}: {exc}", at))
+                    reported.add(param.name)
+            elif param.regex and (problem := re2_error(value)) is not None:
+                self.errors.append(
+                    ScenarioError(f"with.{param.name}: invalid regular expression: {problem}", at, RE2_HINT)
+                )
+        return reported
 
     def _names(
         self,

@@ -25,7 +25,7 @@ import jsonschema
 
 from . import _schema
 from ._resources import data_dir
-from .scenario import Origin
+from .scenario import Origin, parse_duration
 
 MONITOR_PROBES = "monitor_probes"  # the folder of schemas/ holding monitor-only declarations
 #: What every probe run ``from: monitor`` has in common (``chaosrun modules`` and docs/modules.md).
@@ -50,6 +50,57 @@ class Param:
     default: Any = None
     has_default: bool = False
     enum: tuple[Any, ...] = ()
+    unit: str | None = None  # x-unit of a duration: "s" or "ms"; a scenario may write "30s"
+    regex: bool = False  # x-regex: an RE2 pattern, compiled by lint
+
+    @property
+    def shown_type(self) -> str:
+        """The type as the catalogue shows it: ``duration (s)`` for a duration."""
+        return f"duration ({self.unit})" if self.unit else self.type
+
+
+#: The units a duration parameter may be declared in, as seconds.
+DURATION_UNITS: Mapping[str, float] = {"s": 1.0, "ms": 0.001}
+
+
+def duration_in(unit: str, value: Any) -> int:
+    """A duration parameter's value as the module takes it: whole ``unit``s.
+
+    ``value`` is an int (already in the unit) or a duration text (``30s``, ``500ms``,
+    ``5m``, ``2h``, ``1d``).
+
+    Raises:
+        ValueError: not a duration, or not a whole number of the unit.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    seconds = parse_duration(value) if isinstance(value, str) else None
+    if seconds is None:
+        raise ValueError(f"{value!r} is not a duration (500ms, 30s, 5m, 2h, 1d, or a number of {_UNIT_WORD[unit]})")
+    amount = seconds / DURATION_UNITS[unit]
+    whole = round(amount)
+    if abs(amount - whole) > 1e-9:
+        raise ValueError(f"{value} is not a whole number of {_UNIT_WORD[unit]}")
+    return whole
+
+
+_UNIT_WORD = {"s": "seconds", "ms": "milliseconds"}
+
+
+def normalize_params(decl: ModuleDecl, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with every duration written as text turned into the module's unit.
+
+    Raises:
+        ValueError: ``with.NAME: ...`` for a value that is not a duration.
+    """
+    out = dict(params)
+    for param in decl.params:
+        if param.unit and isinstance(out.get(param.name), str):
+            try:
+                out[param.name] = duration_in(param.unit, out[param.name])
+            except ValueError as exc:
+                raise ValueError(f"with.{param.name}: {exc}") from None
+    return out
 
 
 @dataclass(frozen=True)
@@ -118,6 +169,15 @@ def _origins(data: Mapping[str, Any], path: Path, kind: ModuleKind) -> tuple[Ori
     return tuple(Origin(v) for v in raw)
 
 
+def _unit(spec: Mapping[str, Any], path: Path, pname: str) -> str | None:
+    unit = spec.get("x-unit")
+    if unit is None:
+        return None
+    if unit not in DURATION_UNITS or spec.get("type") != "integer":
+        raise ValueError(f"{path}: {pname}: x-unit is 's' or 'ms', on an integer parameter")
+    return str(unit)
+
+
 def parse_declaration(path: Path, *, name: str | None = None) -> ModuleDecl:
     """Read one declaration: a module's ``params.schema.json``, named by its folder, or
     a monitor probe's ``schemas/monitor_probes/<name>.schema.json`` (``name`` given).
@@ -144,6 +204,8 @@ def parse_declaration(path: Path, *, name: str | None = None) -> ModuleDecl:
             default=spec.get("default"),
             has_default="default" in spec,
             enum=tuple(spec.get("enum", ())),
+            unit=_unit(spec, path, pname),
+            regex=spec.get("x-regex") is True,
         )
         for pname, spec in data.get("properties", {}).items()
     )

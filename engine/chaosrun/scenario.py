@@ -21,15 +21,21 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_CALLBACK_TIMEOUT = 30.0
 DEFAULT_PORTS = (20000, 60999)
 
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str) -> float | None:
-    """``"500ms"`` -> 0.5; None when the text is not a duration."""
+    """``"500ms"`` -> 0.5, ``"5m"`` -> 300.0; None when the text is not a duration.
+
+    The one duration rule of the language: ``wait:``, ``timeout:``, a module's duration
+    parameters and the duration literals of expressions all read it.
+    """
     match = _DURATION.match(text.strip()) if isinstance(text, str) else None
     if not match:
         return None
+    if match.group(2) == "ms":  # 1500ms is 1.5 exactly, not 1500 * 0.001
+        return float(match.group(1)) / 1000
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 

@@ -295,6 +295,54 @@ async def test_verify_awards_points_for_expectations_met_and_none_otherwise(room
     assert ran.audit_path.name.endswith("-verify.jsonl")
 
 
+async def test_expect_sees_vars_env_target_and_earlier_steps_as_lint_does(room: Room) -> None:
+    present = room.root / "present"
+    present.write_text("x")
+    ran = await room.run(
+        f"""
+        vars: {{want: true, min: 0}}
+        steps: []
+        verify:
+          - {{id: first, target: web, probe: file_exists, with: {{path: {present}}}, expect: result.exists}}
+          - id: second
+            target: web
+            probe: file_exists
+            with: {{path: {present}}}
+            needs: [first]
+            points: 2
+            expect: >-
+              result.exists == vars.want and env.name == "default" and target.role == "web"
+              and target.host == "127.0.0.1" and steps.first.ok and steps.first.duration >= vars.min
+        """,
+        section=Section.VERIFY,
+    )
+    assert ran.step("second").status is StepStatus.OK, ran.step("second").reason
+    assert ran.report.environments[0].points == 2
+
+
+async def test_a_failed_expect_says_what_it_observed(room: Room) -> None:
+    present = room.root / "present"
+    present.write_text("hello")
+    ran = await room.run(
+        f"""
+        vars: {{size: 100}}
+        steps: []
+        verify:
+          - {{id: small, target: web, probe: file_exists, with: {{path: {present}}},
+             expect: "result.exists and result.size > vars.size"}}
+          - {{id: either, target: web, probe: file_exists, with: {{path: {present}}},
+             expect: "result.size == 0 or not result.exists"}}
+        """,
+        section=Section.VERIFY,
+    )
+    assert ran.step("small").reason == (
+        "expect result.exists and result.size > vars.size is false: result.size = 5, expected > vars.size (100)"
+    )
+    assert ran.step("either").reason == (
+        "expect result.size == 0 or not result.exists is false: result.size = 5, expected == 0; result.exists is true"
+    )
+
+
 async def test_environments_run_at_once_and_one_failure_does_not_touch_the_others(room: Room) -> None:
     body = """
         steps:
@@ -526,7 +574,7 @@ async def test_strict_scores_a_suspect_environment_zero_and_says_why(room: Room)
         steps: []
         verify:
           - {id: good, target: web, probe: command, with: {command: 'true'}, expect: result.exit_status == 0, points: 3}
-          - {id: crash, target: web, probe: command, with: {command: 'kill -9 $PPID'}, points: 2}
+          - {id: crash, target: web, probe: command, with: {command: 'kill -9 $PPID'}, expect: true, points: 2}
     """
     lenient = await room.run(body, section=Section.VERIFY)
     env = lenient.report.environments[0]
@@ -559,7 +607,7 @@ async def test_verify_reboot_never_reboots_the_monitor_itself(room: Room) -> Non
     text = room.scenario("""
         steps: []
         verify:
-          - {id: up, target: web, probe: command, with: {command: 'true'}, points: 2}
+          - {id: up, target: web, probe: command, with: {command: 'true'}, expect: result.exit_status == 0, points: 2}
     """)
     scenario, _ = check_scenario_text(text, "semantics.yaml")
     assert scenario is not None

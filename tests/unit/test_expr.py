@@ -36,6 +36,7 @@ from chaosrun.expr import (
     render_value,
     unparse,
 )
+from chaosrun.regex import RE2_HINT
 
 ORIGIN = Span("exam.yml", 10, 7)
 
@@ -345,7 +346,7 @@ EVAL_ERRORS = [
     ("len(null)", "len() needs a str, list or dict, got null"),
     ("matches(1, 'a')", "matches() needs two str, got int and str"),
     ("matches('a', vars.n)", "matches() needs two str, got str and int"),
-    ("matches('a', '(' + 'x')", "matches(): invalid regular expression '(x': missing ), unterminated subpattern"),
+    ("matches('a', '(' + 'x')", "matches(): invalid regular expression '(x': missing ): (x"),
     ("startswith(null, 'a')", "startswith() needs two str, got null and str"),
     ("int(true)", "int() needs an int, float or str, got bool"),
     ("int(null)", "int() needs an int, float or str, got null"),
@@ -415,7 +416,12 @@ SYNTAX_ERRORS = [
     ("a < b < c", "comparisons cannot be chained", "join them with 'and': a < b and b < c", 6),
     ("a == b != c", "comparisons cannot be chained", "join them with 'and': a < b and b < c", 7),
     ("a in b in c", "comparisons cannot be chained", "join them with 'and': a < b and b < c", 7),
-    ("vars.x(1)", "unexpected '('", "only len, matches, startswith, int, str can be called", 6),
+    (
+        "vars.x(1)",
+        "unexpected '('",
+        "only len, matches, startswith, contains, int, str, trim, lower, upper, split, join, any, all, now, timestamp, seconds can be called",
+        6,
+    ),
     ("'abc", "unterminated string", "close it with '", 0),
     ('x == "abc', "unterminated string", 'close it with "', 5),
     ("'abc\\'", "unterminated string", "close it with '", 0),
@@ -430,12 +436,17 @@ SYNTAX_ERRORS = [
     ("a ? b : c", "unexpected character '?'", None, 2),
     (r"'a\qb'", "invalid escape '\\q' in string", "escapes are \\\\, \\', \\\", \\n, \\t, \\r and \\uXXXX", 2),
     (r"'\u12'", "invalid escape '\\u' in string", "escapes are \\\\, \\', \\\", \\n, \\t, \\r and \\uXXXX", 1),
-    ("foo(1)", "unknown function 'foo'", "functions are int, len, matches, startswith, str", 0),
+    (
+        "foo(1)",
+        "unknown function 'foo'",
+        "functions are all, any, contains, int, join, len, lower, matches, now, seconds, split, startswith, str, timestamp, trim, upper",
+        0,
+    ),
     ("x and lenn(vars.l)", "unknown function 'lenn'", "did you mean 'len'?", 6),
     ("len()", "len() takes 1 argument, got 0", None, 0),
     ("len(1, 2)", "len() takes 1 argument, got 2", None, 0),
     ("matches('a')", "matches() takes 2 arguments, got 1", None, 0),
-    ("1 + matches(x, '[a-')", "invalid regular expression: unterminated character set at position 0", None, 15),
+    ("1 + matches(x, '[a-')", "invalid regular expression: missing ]: [a-", RE2_HINT, 15),
     ("1" * 5000, "number is too long", None, 0),
     ("1e999", "number is out of range", None, 0),
     ("-" * 300 + "1", "expression is nested too deeply (more than 200 levels)", None, 200),
@@ -694,7 +705,12 @@ TEMPLATE_ERRORS = [
     ("x ${ a and }", "expected an operand after 'and'", "write $${ for a literal '${'", 10),
     ("${HOME:-/root}", "unexpected character ':'", "write $${ for a literal '${'", 6),
     ("${a = 1}", "unexpected '='", "use '==' to compare", 4),
-    ("${nope(1)}", "unknown function 'nope'", "functions are int, len, matches, startswith, str", 2),
+    (
+        "${nope(1)}",
+        "unknown function 'nope'",
+        "functions are all, any, contains, int, join, len, lower, matches, now, seconds, split, startswith, str, timestamp, trim, upper",
+        2,
+    ),
 ]
 
 
@@ -758,8 +774,11 @@ def test_render_value(value: Any, text: str) -> None:
     assert render_value(value) == text
 
 
-def test_functions_table_lists_the_five_functions() -> None:
-    assert dict(FUNCTIONS) == {"len": 1, "matches": 2, "startswith": 2, "int": 1, "str": 1}
+def test_functions_table_lists_every_function_with_its_arity() -> None:
+    assert dict(FUNCTIONS) == {
+        **{"len": 1, "matches": 2, "startswith": 2, "contains": 2, "int": 1, "str": 1, "trim": 1, "lower": 1},
+        **{"upper": 1, "split": 2, "join": 2, "any": 1, "all": 1, "now": 0, "timestamp": 1, "seconds": 1},
+    }
 
 
 def test_compile_is_cached_by_text_but_positions_follow_the_origin() -> None:

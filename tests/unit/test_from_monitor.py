@@ -140,7 +140,7 @@ def test_the_plan_carries_from_into_its_text_and_its_json() -> None:
     scenario, errors = check_scenario_text(
         _text("""\
         verify:
-          - { id: outside, probe: port_open, from: monitor, with: { port: 80 }, points: 2 }
+          - { id: outside, probe: port_open, from: monitor, with: { port: 80 }, expect: result.open, points: 2 }
           - { id: inside, probe: port_open, with: { port: 80 } }
         """),
         "s.yaml",

@@ -36,7 +36,8 @@ TOP_KEYS = {
     "x-result",
 }
 PARAM_KEYS = {"type", "enum", "minimum", "maximum", "pattern", "default", "description", "items"}
-ITEM_KEYS = PARAM_KEYS - {"default", "description", "items"}
+PARAM_KEYS |= {"x-unit", "x-regex"}  # a duration's unit; an RE2 pattern lint compiles
+ITEM_KEYS = PARAM_KEYS - {"default", "description", "items", "x-unit"}
 RESULT_KEYS = {"type", "description", "items"}
 TYPES = {"string", "integer", "number", "boolean", "array"}
 PY_TYPES: dict[str, tuple[type, ...]] = {
@@ -76,6 +77,8 @@ def test_the_documented_subset_is_what_this_test_enforces() -> None:
         "x-rank",
         "x-result",
         "x-from",
+        "x-unit",
+        "x-regex",
     ):
         assert word in doc, word
 

@@ -21,6 +21,7 @@ IDS = [p.name.removesuffix(".schema.json") for p in FILES]
 TOP_KEYS = {"$schema", "title", "description", "x-kind", "x-rank", "x-from", "type", "properties"}
 TOP_KEYS |= {"required", "additionalProperties", "x-result"}
 PARAM_KEYS = {"type", "enum", "minimum", "maximum", "pattern", "default", "description", "items"}
+PARAM_KEYS |= {"x-unit", "x-regex"}  # a duration's unit; an RE2 pattern lint compiles
 PARAM_KEYS |= {"additionalProperties"}  # for an object of strings only
 TYPES = {"string", "integer", "number", "boolean", "array", "object"}
 

@@ -14,6 +14,7 @@ Inside, as lark splits its own code: ``ast`` (the nodes), ``lexer``, ``builder``
 from .ast import FUNCTIONS, And, Attr, Binary, Call, Compare, Index, ListLit, Literal, Name, Neg, Node, Not, Or
 from .compiled import Expr, NameRef, compile_expr
 from .eval import EvalError, evaluate, render_value
+from .explain import explain
 from .lexer import KEYWORDS
 from .parse import MAX_DEPTH, ExprError, parse_ast, parse_ast_with_lark
 from .templates import (
@@ -52,6 +53,7 @@ __all__ = [
     "compile_expr",
     "compile_template",
     "evaluate",
+    "explain",
     "has_interpolation",
     "iter_leaves",
     "iter_templates",

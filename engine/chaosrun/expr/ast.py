@@ -11,7 +11,24 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 #: The callable functions and how many arguments each takes.
-FUNCTIONS: Mapping[str, int] = {"len": 1, "matches": 2, "startswith": 2, "int": 1, "str": 1}
+FUNCTIONS: Mapping[str, int] = {
+    "len": 1,
+    "matches": 2,
+    "startswith": 2,
+    "contains": 2,
+    "int": 1,
+    "str": 1,
+    "trim": 1,
+    "lower": 1,
+    "upper": 1,
+    "split": 2,
+    "join": 2,
+    "any": 1,
+    "all": 1,
+    "now": 0,
+    "timestamp": 1,
+    "seconds": 1,
+}
 
 BinaryOp = typing.Literal["+", "-", "*", "/", "%"]
 CompareOp = typing.Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in"]

@@ -13,6 +13,8 @@ import typing
 from typing import Any
 
 from ..errors import ChaosrunError
+from ..regex import RE2_HINT, re2_error
+from ..scenario import parse_duration
 from .ast import (
     FUNCTIONS,
     And,
@@ -31,6 +33,19 @@ from .ast import (
     Scalar,
 )
 from .lexer import AnyToken, token_start
+
+
+def duration_seconds(text: str) -> int | float:
+    """``5m`` -> 300, ``1.5s`` -> 1.5, ``500ms`` -> 0.5 (scenario.parse_duration's rule);
+    whole seconds are an int.
+
+    Raises:
+        ValueError: not a duration.
+    """
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return int(seconds) if seconds.is_integer() else seconds
 
 
 class Fault(ChaosrunError):
@@ -124,10 +139,9 @@ class Builder:
         if name == "matches":
             regex = args[1]
             if isinstance(regex, Literal) and isinstance(regex.value, str):
-                try:
-                    re.compile(regex.value)
-                except (re.error, OverflowError, RecursionError) as exc:
-                    raise Fault(f"invalid regular expression: {exc}", regex.pos) from None
+                problem = re2_error(regex.value)
+                if problem is not None:
+                    raise Fault(f"invalid regular expression: {problem}", regex.pos, RE2_HINT)
         return Call(name, args, pos=token_start(tok))
 
     def list_lit(self, c: list[Any]) -> ListLit:
@@ -148,6 +162,10 @@ class Builder:
         elif kind == "FLOAT":
             value = float(text)
             if math.isinf(value):
+                raise Fault("number is out of range", token_start(tok))
+        elif kind == "DURATION":
+            value = duration_seconds(text)
+            if isinstance(value, float) and math.isinf(value):
                 raise Fault("number is out of range", token_start(tok))
         elif kind == "STRING":
             value = _decode_string(tok)

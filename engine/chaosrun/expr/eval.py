@@ -6,13 +6,17 @@ operator checks the types of its operands (``EvalError`` otherwise).
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
+import time
+import typing
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ChaosrunError
+from ..regex import RegexError, compile_re2
 from .ast import FUNCTIONS, And, Attr, Binary, Call, Compare, Index, ListLit, Literal, Name, Neg, Node, Not, Or
 from .unparse import unparse
 
@@ -188,8 +192,8 @@ def _fn_matches(text: Any, regex: Any) -> bool:
     if not (isinstance(text, str) and isinstance(regex, str)):
         raise EvalError(f"matches() needs two str, got {_type_name(text)} and {_type_name(regex)}")
     try:
-        return re.search(regex, text) is not None
-    except (re.error, OverflowError, RecursionError) as exc:
+        return compile_re2(regex).search(text) is not None
+    except RegexError as exc:
         raise EvalError(f"matches(): invalid regular expression {regex!r}: {exc}") from None
 
 
@@ -216,18 +220,108 @@ def _fn_int(x: Any) -> int:
         raise EvalError("int(): the number is too long") from None
 
 
+def _text(fn: str, x: Any) -> str:
+    if not isinstance(x, str):
+        raise EvalError(f"{fn}() needs a str, got {_type_name(x)}")
+    return x
+
+
+def _fn_split(text: Any, sep: Any) -> list[str]:
+    if not (isinstance(text, str) and isinstance(sep, str)):
+        raise EvalError(f"split() needs two str, got {_type_name(text)} and {_type_name(sep)}")
+    if sep == "":
+        return text.split()  # any run of white space, as awk and Python's split() do
+    return text.split(sep)
+
+
+def _fn_join(items: Any, sep: Any) -> str:
+    if not (_is_list(items) and isinstance(sep, str)):
+        raise EvalError(f"join() needs a list and a str, got {_type_name(items)} and {_type_name(sep)}")
+    return sep.join(render_value(item) for item in items)
+
+
+def _fn_bools(fn: str, items: Any) -> list[bool]:
+    if not _is_list(items):
+        raise EvalError(f"{fn}() needs a list, got {_type_name(items)}")
+    for item in items:
+        if not isinstance(item, bool):
+            raise EvalError(f"{fn}() needs a list of true/false, got an item of type {_type_name(item)}")
+    return list(items)
+
+
+_ISO_ZULU = re.compile(r"(?i)z$")
+
+
+def _fn_timestamp(x: Any) -> int | float:
+    """Unix seconds of an ISO 8601 time (``2026-12-01T10:00:00Z``; a date is midnight UTC);
+    a number is taken as Unix seconds already."""
+    if _is_number(x):
+        return typing.cast(int | float, x)
+    if not isinstance(x, str):
+        raise EvalError(f"timestamp() needs a str or a number, got {_type_name(x)}")
+    try:
+        when = datetime.datetime.fromisoformat(_ISO_ZULU.sub("+00:00", x.strip()))
+    except ValueError:
+        raise EvalError(f"timestamp(): {x[:40]!r} is not an ISO 8601 time (2026-12-01T10:00:00Z)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    seconds = when.timestamp()
+    return int(seconds) if seconds.is_integer() else seconds
+
+
+def _fn_seconds(x: Any) -> int | float:
+    """A duration's seconds: ``seconds("5m")`` is 300; a number is seconds already."""
+    if _is_number(x):
+        return typing.cast(int | float, x)
+    if isinstance(x, str):
+        from .builder import duration_seconds  # the literal's rule (the builder imports us not)
+
+        try:
+            return duration_seconds(x.strip())
+        except ValueError:
+            pass
+    shown = repr(x[:40]) if isinstance(x, str) else _type_name(x)
+    raise EvalError(f"seconds(): {shown} is not a duration (500ms, 30s, 5m, 2h, 1d)")
+
+
 def _call(node: Call, args: list[Any]) -> Any:
     name = node.name
-    if name == "len" and len(args) == 1:
+    if len(args) != FUNCTIONS.get(name, -1):
+        if name in FUNCTIONS:
+            raise EvalError(f"{name}() takes {FUNCTIONS[name]} argument(s), got {len(args)}")
+        raise EvalError(f"unknown function '{name}'")
+    if name == "len":
         return _fn_len(args[0])
-    if name == "matches" and len(args) == 2:
+    if name == "matches":
         return _fn_matches(args[0], args[1])
-    if name == "startswith" and len(args) == 2:
+    if name == "startswith":
         return _fn_startswith(args[0], args[1])
-    if name == "int" and len(args) == 1:
+    if name == "contains":
+        return _contains(args[1], args[0])
+    if name == "int":
         return _fn_int(args[0])
-    if name == "str" and len(args) == 1:
+    if name == "str":
         return render_value(args[0])
+    if name == "trim":
+        return _text(name, args[0]).strip()
+    if name == "lower":
+        return _text(name, args[0]).lower()
+    if name == "upper":
+        return _text(name, args[0]).upper()
+    if name == "split":
+        return _fn_split(args[0], args[1])
+    if name == "join":
+        return _fn_join(args[0], args[1])
+    if name == "any":
+        return any(_fn_bools(name, args[0]))
+    if name == "all":
+        return all(_fn_bools(name, args[0]))
+    if name == "now":
+        return time.time()
+    if name == "timestamp":
+        return _fn_timestamp(args[0])
+    if name == "seconds":
+        return _fn_seconds(args[0])
     if name in FUNCTIONS:
         raise EvalError(f"{name}() takes {FUNCTIONS[name]} argument(s), got {len(args)}")
     raise EvalError(f"unknown function '{name}'")

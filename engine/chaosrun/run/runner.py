@@ -23,7 +23,8 @@ from typing import Any
 import trio
 
 from ..build import Builder
-from ..expr import EvalError, render_static
+from ..expr import EvalError, explain, render_static
+from ..modules import catalogue, normalize_params
 from ..plan import EnvPlan, Plan, PlannedStep, plan_as_json
 from ..scenario import Origin, Section, StepKind
 from .audit import AuditError, AuditLog, open_audit
@@ -60,15 +61,20 @@ def _leaf(group: BaseExceptionGroup[Any]) -> BaseException:
     return exc
 
 
-def _judge(step: PlannedStep, message: dict[str, Any]) -> tuple[StepStatus, str]:
+def _judge(step: PlannedStep, message: dict[str, Any], scope: dict[str, Any]) -> tuple[StepStatus, str]:
+    """A step's status from its module's message; ``expect`` sees ``scope`` and ``result``."""
     if not message.get("ok"):
         return StepStatus.FAILED, f"module failed: {message.get('error') or 'no reason given'}"
     if step.expect is not None:
+        scope = {**scope, "result": message.get("result") or {}}
         try:
-            verdict = step.expect.evaluate({"result": message.get("result") or {}})
+            verdict = step.expect.evaluate(scope)
         except EvalError as exc:
             return StepStatus.FAILED, f"expect: {exc}"
         if verdict is not True:
+            observed = explain(step.expect.ast, scope)
+            if observed and observed != f"{step.expect} = false":
+                return StepStatus.FAILED, f"expect {step.expect} is false: {observed}"
             return StepStatus.FAILED, f"expect {step.expect} is false"
     return StepStatus.OK, ""
 
@@ -103,6 +109,12 @@ async def _run_step(env: EnvState, step: PlannedStep) -> StepOutcome:
     except EvalError as exc:
         outcome.status, outcome.reason = StepStatus.FAILED, f"with: {exc}"
         return outcome
+    if (decl := catalogue().get(step.module or "")) is not None:
+        try:
+            params = normalize_params(decl, params)  # "30s" -> 30 where the module takes seconds
+        except ValueError as exc:
+            outcome.status, outcome.reason = StepStatus.FAILED, str(exc)
+            return outcome
     ctx.options.reporter.step_started(env.name, step)
     # Durable before any action on the target: a new connection syncs the log first, and
     # `listen` (awaited) comes before the upload; else with step_end.
@@ -142,7 +154,7 @@ async def _run_step(env: EnvState, step: PlannedStep) -> StepOutcome:
                     changes=outcome.changes,
                     **trace,
                 )
-                outcome.status, outcome.reason = _judge(step, message)
+                outcome.status, outcome.reason = _judge(step, message, env.scope(step))
         if scope.cancelled_caught:
             outcome.status, outcome.reason = StepStatus.TIMEOUT, f"timed out after {step.timeout:g}s"
         if outcome.status is StepStatus.OK or attempt > step.retries:
