@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from chaosrun.modules import MONITOR_NOTE, ModuleDecl, ModuleKind, Param, catalogue
+from chaosrun.modules import MONITOR_NOTE, ModuleDecl, ModuleKind, Param, catalogue, first_sentence
 from chaosrun.scenario import Origin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,9 +140,7 @@ def _anchor(title: str) -> str:
 
 
 def _first_sentence(text: str) -> str:
-    text = " ".join(text.split())
-    end = text.find(". ")
-    return text if end < 0 else text[: end + 1]
+    return first_sentence(" ".join(text.split())) + "."
 
 
 def _strip_trailing_blank(lines: Iterable[str]) -> list[str]:

@@ -266,7 +266,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _module_line(decl: ModuleDecl) -> str:
-    first = decl.description.split(". ")[0].rstrip(".")
+    first = decl.summary
     where = f" [from: {decl.where}]" if decl.kind.value == "probe" and decl.where != "target" else ""
     return f"  {decl.name:<18} {first}{where}"
 

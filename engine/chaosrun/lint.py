@@ -222,6 +222,8 @@ class _Linter:
             self.errors.append(ScenarioError(f"{where}: verify only runs probes, not chaos", keys["chaos"]))
         if "points" in keys and step.section is Section.STEPS:
             self.errors.append(ScenarioError(f"{where}: points only count in verify", keys["points"]))
+        if "spread" in keys and step.kind is not StepKind.ONE_OF:
+            self.errors.append(ScenarioError(f"{where}: spread is only for one_of", keys["spread"]))
         if "expect" in keys and step.kind is not StepKind.PROBE:
             self.errors.append(ScenarioError(f"{where}: expect is only for probes", keys["expect"]))
         if step.kind is StepKind.PROBE and step.points and "expect" not in keys and step.section is Section.VERIFY:

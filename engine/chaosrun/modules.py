@@ -110,6 +110,30 @@ class ResultField:
     description: str
 
 
+_ABBREVIATIONS = ("e.g", "i.e", "etc", "vs", "cf")
+
+
+def first_sentence(text: str) -> str:
+    """``text`` up to the first period that ends a sentence: followed by white space, outside
+    parentheses and backticks, and not ending an abbreviation (``e.g.``, ``i.e.``, ``etc.``)."""
+    depth, quoted = 0, False
+    for i, ch in enumerate(text):
+        if ch == "`":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth = max(0, depth - 1)
+        elif ch == "." and depth == 0 and (i + 1 == len(text) or text[i + 1].isspace()):
+            words = text[:i].split()
+            last = words[-1].lower() if words else ""
+            if last.lstrip("(") not in _ABBREVIATIONS:
+                return text[:i]
+    return text.rstrip(".")
+
+
 @dataclass(frozen=True)
 class ModuleDecl:
     """One module's declaration."""
@@ -123,6 +147,11 @@ class ModuleDecl:
     results: tuple[ResultField, ...]
     path: Path
     origins: tuple[Origin, ...] = (Origin.TARGET,)  # x-from: where it can run
+
+    @property
+    def summary(self) -> str:
+        """The description's first sentence, without its period (the catalogue's line)."""
+        return first_sentence(self.description)
 
     @property
     def validator(self) -> jsonschema.Draft202012Validator:

@@ -220,6 +220,7 @@ def _step(node: Node, section: Section, c: _Collector, group: str | None = None)
         points=float(_opt(node, "points", (int, float), 0.0)),
         wait=wait,
         options=options,
+        spread=_opt(node, "spread", bool, False),
         group=group,
         description=_opt(node, "description", str, ""),
         keys=dict(node.key_spans),

@@ -52,6 +52,7 @@ class PlannedStep:
     level: int  # 1 + the longest chain of `after` above it: steps of one level may run together
     skipped_options: tuple[str, ...] = ()  # one_of: the options not picked
     origin: Origin = Origin.TARGET  # `from:`: a probe run by the monitor against target.host
+    static_skip: bool = False  # its `when` reads only vars/env/target and is false: it will be skipped
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,16 @@ class Plan:
 def pick_option(seed: int, env: str, group: str, count: int) -> int:
     """Index of the option a ``one_of`` picks: a pure function of seed, env and group."""
     return random.Random(f"{seed}/{env}/{group}").randrange(count)
+
+
+def spread_option(seed: int, group: str, index: int, count: int) -> int:
+    """Index of the option a ``one_of`` with ``spread: true`` gives the environment at
+    ``index`` (inventory order): the options in a seeded order, dealt round from a seeded
+    start, so each is used ``n // count`` or one more times and neighbours differ."""
+    rng = random.Random(f"{seed}/{group}/spread")
+    order = list(range(count))
+    rng.shuffle(order)
+    return order[(index + rng.randrange(count)) % count]
 
 
 def _merge(base: TargetSpec, over: TargetSpec, keys: frozenset[str]) -> TargetSpec:
@@ -158,9 +169,10 @@ def _plan_section(
     steps: tuple[Step, ...],
     env: str,
     targets: Mapping[str, TargetSpec],
-    seed: int,
+    draw: tuple[int, int],  # the seed, and the environment's index in the inventory
     picks: dict[str, str],
 ) -> tuple[PlannedStep, ...]:
+    seed, env_index = draw
     order: list[tuple[str, tuple[str, ...]]] = []
     previous: str | None = None
     option_group = {o.id: s.id for s in steps for o in s.options}
@@ -177,7 +189,12 @@ def _plan_section(
         chosen: Step = step
         skipped: tuple[str, ...] = ()
         if step.kind is StepKind.ONE_OF and step.options:
-            index = pick_option(seed, env, step.id, len(step.options))
+            count = len(step.options)
+            index = (
+                spread_option(seed, step.id, env_index, count)
+                if step.spread
+                else pick_option(seed, env, step.id, count)
+            )
             chosen = step.options[index]
             skipped = tuple(o.id for o in step.options if o is not chosen)
             picks[step.id] = chosen.id
@@ -201,7 +218,8 @@ def _plan_section(
                 params=_resolve(chosen.params, scope),
                 after=after,
                 explicit_needs=step.needs is not None,
-                when=_both(step.when, chosen.when) if chosen is not step else step.when,
+                when=(when := _both(step.when, chosen.when) if chosen is not step else step.when),
+                static_skip=_statically_false(when, scope),
                 expect=chosen.expect,
                 timeout=chosen.timeout,
                 retries=chosen.retries,
@@ -213,6 +231,16 @@ def _plan_section(
             )
         )
     return tuple(out)
+
+
+def _statically_false(when: Expr | None, scope: Mapping[str, Any]) -> bool:
+    """A ``when`` that reads only names known at plan time and is not true there."""
+    if when is None or any(ref.path[:1] and ref.path[0] not in _STATIC_ROOTS for ref in when.names()):
+        return False
+    try:
+        return when.evaluate(scope) is not True
+    except EvalError:
+        return False  # the run says why
 
 
 def _both(group: Expr | None, option: Expr | None) -> Expr | None:
@@ -256,10 +284,10 @@ def build_plan(scenario: Scenario, *, seed: int, inventory: Inventory | None = N
     """
     envs = []
     all_picks: dict[str, dict[str, str]] = {}
-    for name, targets in _environments(scenario, inventory):
+    for index, (name, targets) in enumerate(_environments(scenario, inventory)):
         picks: dict[str, str] = {}
-        steps = _plan_section(scenario, scenario.steps, name, targets, seed, picks)
-        verify = _plan_section(scenario, scenario.verify, name, targets, seed, picks)
+        steps = _plan_section(scenario, scenario.steps, name, targets, (seed, index), picks)
+        verify = _plan_section(scenario, scenario.verify, name, targets, (seed, index), picks)
         envs.append(EnvPlan(name, targets, steps, verify))
         all_picks[name] = picks
     return Plan(scenario, seed, tuple(envs), all_picks)
@@ -302,7 +330,7 @@ def _step_line(step: PlannedStep) -> str:
     if step.slot != step.id:
         extras.append(f"picked by one_of {step.slot}; skipped: {', '.join(step.skipped_options) or '-'}")
     if step.when is not None:
-        extras.append(f"when {step.when}")
+        extras.append(f"when {step.when}" + (" (false here: skipped)" if step.static_skip else ""))
     if step.expect is not None:
         extras.append(f"expect {step.expect}")
     if step.kind in (StepKind.CHAOS, StepKind.PROBE):
@@ -310,7 +338,7 @@ def _step_line(step: PlannedStep) -> str:
     if step.retries:
         extras.append(f"retries {step.retries}")
     if step.points:
-        extras.append(f"{step.points:g} points")
+        extras.append(f"{step.points:g} point{'' if step.points == 1 else 's'}")
     if extras:
         parts.append("      " + "; ".join(extras))
     return "\n".join(parts)
@@ -367,6 +395,7 @@ def _json_step(step: PlannedStep) -> dict[str, Any]:
         "timeout": step.timeout,
         "retries": step.retries,
         "points": step.points,
+        "skipped_by_when": step.static_skip,
         "wait": step.wait,
         "skipped_options": list(step.skipped_options),
     }

@@ -122,6 +122,7 @@ class Step:
     points: float = 0.0
     wait: float | None = None
     options: tuple[Step, ...] = ()
+    spread: bool = False  # one_of: options handed out evenly across environments
     group: str | None = None  # id of the enclosing one_of
     description: str = ""
     keys: Mapping[str, Span] = field(default_factory=dict)  # span of each key as written

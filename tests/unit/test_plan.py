@@ -433,6 +433,7 @@ def test_plan_json_output_has_the_documented_shape(tmp_path: Path) -> None:
         "timeout": 20.0,
         "retries": 0,
         "points": 0.0,
+        "skipped_by_when": False,
         "wait": None,
         "skipped_options": [],
     }
@@ -468,3 +469,48 @@ def test_wait_steps_have_a_duration_and_no_module(tmp_path: Path) -> None:
 def test_format_plan_marks_insecure_hosts(tmp_path: Path) -> None:
     scenario = _scenario(tmp_path, "steps: []\n", "web: { host: h, insecure: true }")
     assert "  web: root@h:22 (host key NOT verified)" in format_plan(build_plan(scenario, seed=1)).splitlines()
+
+
+def test_plan_marks_a_step_that_a_static_when_skips_and_counts_points_in_good_grammar(tmp_path: Path) -> None:
+    scenario = _scenario(
+        tmp_path,
+        """
+        vars: { firewall: false }
+        steps:
+          - { id: wall, chaos: block_port, with: { port: 80 }, when: vars.firewall }
+          - { id: always, chaos: block_port, with: { port: 81 }, when: "not vars.firewall" }
+        verify:
+          - { id: one, probe: port_open, with: { port: 80 }, expect: result.open, points: 1 }
+          - { id: two, probe: port_open, with: { port: 81 }, expect: result.open, points: 2 }
+        """,
+    )
+    plan = build_plan(scenario, seed=1)
+    steps = _by_id(plan.environments[0])
+    assert (steps["wall"].static_skip, steps["always"].static_skip) == (True, False)
+    text = format_plan(plan)
+    assert "when vars.firewall (false here: skipped)" in text
+    assert "when not vars.firewall;" in text
+    assert "; 1 point" in text and "1 points" not in text and "; 2 points" in text
+
+
+@pytest.mark.parametrize("rooms", [2, 3, 7, 31])
+def test_one_of_spread_hands_options_out_evenly_and_neighbours_differ_for_every_seed(
+    tmp_path: Path, rooms: int
+) -> None:
+    scenario = _scenario(tmp_path, PICK.replace("  - id: pick\n", "  - id: pick\n    spread: true\n"))
+    envs = "".join(f"  cand-{i:03}: {{ web: {{ host: 10.0.0.{i} }} }}\n" for i in range(1, rooms + 1))
+    inventory = load_inventory(_write(tmp_path, "inv.yaml", "environments:\n" + envs))
+    seen = set()
+    for seed in range(40):
+        picks = list(_picked(build_plan(scenario, seed=seed, inventory=inventory)).values())
+        counts = [picks.count(o) for o in ("opt_a", "opt_b", "opt_c")]
+        assert max(counts) - min(counts) <= 1, (seed, picks)
+        assert all(a != b for a, b in zip(picks, picks[1:], strict=False)), (seed, picks)
+        assert picks == list(_picked(build_plan(scenario, seed=seed, inventory=inventory)).values())
+        seen.add(tuple(picks))
+    assert len(seen) > 1  # the seed still decides who gets what
+
+
+def test_spread_is_only_for_one_of(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioErrors, match="spread is only for one_of"):
+        _scenario(tmp_path, "steps:\n  - { id: a, wait: 1s, spread: true }\n")
