@@ -48,6 +48,7 @@ printf 'data\n' > /etc/exam/mode.txt && chmod 0644 /etc/exam/mode.txt
 printf 'owned by root\n' > /etc/exam/owned.txt && chmod 0644 /etc/exam/owned.txt
 printf 'keep me\n' > /etc/exam/gone.txt
 printf 'locked\n' > /etc/exam/locked.txt
+printf 'listen 80;\n' > /etc/exam/written.conf && chmod 0644 /etc/exam/written.conf
 cp /etc/nginx/nginx.conf /etc/exam/nginx.conf
 # a TLS site on 443 with a certificate valid for 30 days, and a plain one on 8080
 openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=lab -keyout /etc/ssl/exam/key.pem \
@@ -113,6 +114,11 @@ steps:
   - { id: mem_stress, target: target, chaos: mem_stress, with: { size_mb: 128, duration: 900, process_name: exam-mem } }
   - { id: cpu_stress, target: target, chaos: cpu_stress, with: { workers: 1, duration: 150, process_name: exam-cpu } }
   - { id: netem, target: target, chaos: netem, with: { interface: lo, delay_ms: 300 } }
+  - { id: write_file, target: target, chaos: write_file, with: { path: /etc/exam/written.conf, content: "listen 99;\\n", mode: "0600" } }
+  - id: run_command
+    target: target
+    chaos: run_command
+    with: { command: "systemctl mask --now rsyslog", undo: "systemctl unmask rsyslog && systemctl start rsyslog", timeout_ms: 60s }
 """
 
 NETEM_DELAY = 0.3
@@ -198,6 +204,8 @@ BEFORE = {
     "data_avail": "df --output=avail -B1M /srv/data | tail -1",
     "inodes_free": "df --output=iavail /srv/inodes | tail -1",
     "qdisc": "tc qdisc show dev lo",
+    "written": "cat /etc/exam/written.conf; stat -c %a /etc/exam/written.conf",
+    "rsyslog": "systemctl is-active rsyslog; systemctl is-enabled rsyslog || true",
     "nc": "timeout 2 nc -l -p 8082 2>&1; echo exit=$?",
 }
 
@@ -490,6 +498,30 @@ def netem_now(t: Tier) -> None:
 
 def netem_rebooted(t: Tier, survives: bool) -> None:
     assert ("netem" in t.sh("tc qdisc show dev lo")) is survives
+
+
+def write_file_now(t: Tier) -> None:
+    assert t.before["written"].split("\n") == ["listen 80;", "644"], t.before["written"]
+    assert t.sh("cat /etc/exam/written.conf; stat -c %a /etc/exam/written.conf").split("\n") == ["listen 99;", "600"]
+    assert t.result("write_file")["existed"] is True
+
+
+def write_file_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.sh("cat /etc/exam/written.conf") == "listen 99;") is survives
+
+
+def run_command_now(t: Tier) -> None:
+    assert t.before["rsyslog"].split() == ["active", "enabled"], t.before["rsyslog"]
+    assert t.sh("systemctl is-active rsyslog || true; systemctl is-enabled rsyslog || true").split() == [
+        "inactive",
+        "masked",
+    ]
+    assert t.result("run_command")["exit_status"] == 0
+
+
+def run_command_rebooted(t: Tier, survives: bool) -> None:
+    # this command masked a unit: a link on disk, so it stays down at boot
+    assert (t.sh("systemctl is-active rsyslog || true") == "inactive") is survives
 
 
 @dataclass(frozen=True)

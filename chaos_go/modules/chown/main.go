@@ -2,14 +2,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	_ "embed"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"chaosrun/chaos_go/kit"
@@ -26,12 +22,12 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	uid, gid := -1, -1 // -1 leaves that id unchanged
 	var err error
 	if p.Has("user") {
-		if uid, err = resolveID(p.String("user"), p.String("passwd_file")); err != nil {
+		if uid, err = kit.ResolveID(p.String("user"), p.String("passwd_file")); err != nil {
 			return fmt.Errorf("user: %w", err)
 		}
 	}
 	if p.Has("group") {
-		if gid, err = resolveID(p.String("group"), p.String("group_file")); err != nil {
+		if gid, err = kit.ResolveID(p.String("group"), p.String("group_file")); err != nil {
 			return fmt.Errorf("group: %w", err)
 		}
 	}
@@ -56,35 +52,6 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		Detail: map[string]any{"mode_before": fmt.Sprintf("%04o", before.Mode&07777)}})
 	r.Logf("chown %s: %d:%d -> %d:%d", path, before.Uid, before.Gid, after.Uid, after.Gid)
 	return nil
-}
-
-// resolveID turns a numeric id or a name (looked up in a passwd- or group-format file,
-// whose third field is the id) into an id.
-func resolveID(nameOrID, file string) (int, error) {
-	if n, err := strconv.ParseUint(nameOrID, 10, 32); err == nil {
-		return int(n), nil
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		return 0, fmt.Errorf("open %s: %w", file, err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Split(sc.Text(), ":")
-		if len(fields) >= 3 && fields[0] == nameOrID {
-			n, err := strconv.ParseUint(fields[2], 10, 32)
-			if err != nil {
-				return 0, fmt.Errorf("%s: %s has a bad id %q", file, nameOrID, fields[2])
-			}
-			return int(n), nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("read %s: %w", file, err)
-	}
-	return 0, fmt.Errorf("%q not found in %s", nameOrID, file)
 }
 
 func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }
