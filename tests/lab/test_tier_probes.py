@@ -72,6 +72,12 @@ verify:
     with: {{ path: /etc/exam/mode.txt }}
     expect: result.mode == "0640" and result.group == "adm"
     points: 1
+  - id: account
+    target: target
+    probe: account
+    with: {{ user: candidate }}
+    expect: result.exists and not result.expired and not result.locked and "sudo" in result.groups
+    points: 1
   - {{ id: process_running, target: target, probe: process_running, with: {{ name: exam-proc }}, expect: result.running, points: 1 }}
   - {{ id: disk_free, target: target, probe: disk_free, with: {{ path: /srv/data }}, expect: result.free_mb > 20, points: 1 }}
   - id: command
@@ -169,6 +175,10 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
         _sh(lab, "getent group adm | cut -d: -f3")
     )
     assert good["file_contains"]["result"]["line_number"] == 2
+    account = good["account"]["result"]
+    assert (account["uid"], account["shell"]) == (int(_sh(lab, "id -u candidate")), "/bin/bash")
+    assert sorted(account["groups"]) == sorted(_sh(lab, "id -Gn candidate").split())
+    assert account["has_password"] and account["expires"] == ""
 
     _sh(lab, BAD)
     bad = _verify(lab, tmp_path)
@@ -176,3 +186,4 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
     assert bad["file_contains"]["result"]["exists"] and not bad["file_contains"]["result"]["matches"]
     assert bad["disk_free"]["result"]["free_mb"] <= 1
     assert bad["service_active"]["result"]["state"] == "inactive"
+    assert bad["account"]["result"]["expired"] and bad["account"]["result"]["expires"] == "1970-01-02"
