@@ -31,7 +31,7 @@ truncate -s 48M /var/lib/exam-data.img && mkfs.ext4 -q -F /var/lib/exam-data.img
 printf 'here\n' > /etc/exam/exists.txt
 printf 'name=lab\nanswer=42\n' > /etc/exam/contains.txt
 printf 'secret\n' > /etc/exam/mode.txt && chmod 0640 /etc/exam/mode.txt && chown root:adm /etc/exam/mode.txt
-systemd-run --quiet --unit exam-proc bash -c 'exec -a exam-proc sleep infinity'
+systemd-run --quiet --unit exam-proc -p LimitNOFILE=4096 bash -c 'exec -a exam-proc sleep infinity'
 printf '192.0.2.7 app.exam.test\n' >> /etc/hosts && systemctl restart dnsmasq
 systemctl is-active --quiet nginx cron dnsmasq
 """
@@ -77,6 +77,12 @@ verify:
     probe: account
     with: {{ user: candidate }}
     expect: result.exists and not result.expired and not result.locked and "sudo" in result.groups
+    points: 1
+  - id: unit
+    target: target
+    probe: unit
+    with: {{ unit: exam-proc.service, properties: [ActiveState, LoadState, LimitNOFILE, ExecMainPID] }}
+    expect: result.active and result.properties.LimitNOFILE == "4096"
     points: 1
   - {{ id: process_running, target: target, probe: process_running, with: {{ name: exam-proc }}, expect: result.running, points: 1 }}
   - {{ id: disk_free, target: target, probe: disk_free, with: {{ path: /srv/data }}, expect: result.free_mb > 20, points: 1 }}
@@ -175,6 +181,11 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
         _sh(lab, "getent group adm | cut -d: -f3")
     )
     assert good["file_contains"]["result"]["line_number"] == 2
+    unit = good["unit"]["result"]["properties"]
+    assert unit["ExecMainPID"] == _sh(lab, "systemctl show -P MainPID exam-proc"), unit
+    assert unit["LimitNOFILE"] == _sh(
+        lab, "cat /proc/$(systemctl show -P MainPID exam-proc)/limits | awk '/open files/ {print $4}'"
+    )
     account = good["account"]["result"]
     assert (account["uid"], account["shell"]) == (int(_sh(lab, "id -u candidate")), "/bin/bash")
     assert sorted(account["groups"]) == sorted(_sh(lab, "id -Gn candidate").split())
