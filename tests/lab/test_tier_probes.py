@@ -33,6 +33,7 @@ printf 'name=lab\nanswer=42\n' > /etc/exam/contains.txt
 printf 'secret\n' > /etc/exam/mode.txt && chmod 0640 /etc/exam/mode.txt && chown root:adm /etc/exam/mode.txt
 systemd-run --quiet --unit exam-proc -p LimitNOFILE=4096 bash -c 'exec -a exam-proc sleep infinity'
 printf '192.0.2.7 app.exam.test\n' >> /etc/hosts && systemctl restart dnsmasq
+sysctl -q -w vm.swappiness=10 && printf 'vm.swappiness = 10\n' > /etc/sysctl.d/60-exam.conf
 systemctl is-active --quiet nginx cron dnsmasq
 """
 
@@ -47,6 +48,7 @@ fallocate -l "$(df --output=avail -B1 /srv/data | tail -1)" /srv/data/fill || tr
 systemctl disable --now cron
 sed -i '/app.exam.test/d' /etc/hosts && systemctl restart dnsmasq
 usermod --expiredate 1 candidate
+rm /etc/sysctl.d/60-exam.conf  # the value stays 10 until the next boot
 """
 
 SCENARIO = """version: 1
@@ -84,6 +86,7 @@ verify:
     with: {{ unit: exam-proc.service, properties: [ActiveState, LoadState, LimitNOFILE, ExecMainPID] }}
     expect: result.active and result.properties.LimitNOFILE == "4096"
     points: 1
+  - {{ id: sysctl, target: target, probe: sysctl, with: {{ key: vm.swappiness }}, expect: result.value == "10" and result.persisted, points: 1 }}
   - {{ id: process_running, target: target, probe: process_running, with: {{ name: exam-proc }}, expect: result.running, points: 1 }}
   - {{ id: disk_free, target: target, probe: disk_free, with: {{ path: /srv/data }}, expect: result.free_mb > 20, points: 1 }}
   - id: command
@@ -186,6 +189,8 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
     assert unit["LimitNOFILE"] == _sh(
         lab, "cat /proc/$(systemctl show -P MainPID exam-proc)/limits | awk '/open files/ {print $4}'"
     )
+    assert good["sysctl"]["result"]["value"] == _sh(lab, "sysctl -n vm.swappiness") == "10"
+    assert good["sysctl"]["result"]["boot_file"] == "/etc/sysctl.d/60-exam.conf"
     account = good["account"]["result"]
     assert (account["uid"], account["shell"]) == (int(_sh(lab, "id -u candidate")), "/bin/bash")
     assert sorted(account["groups"]) == sorted(_sh(lab, "id -Gn candidate").split())
@@ -197,4 +202,5 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
     assert bad["file_contains"]["result"]["exists"] and not bad["file_contains"]["result"]["matches"]
     assert bad["disk_free"]["result"]["free_mb"] <= 1
     assert bad["service_active"]["result"]["state"] == "inactive"
+    assert bad["sysctl"]["result"]["value"] == "10" and not bad["sysctl"]["result"]["persisted"]
     assert bad["account"]["result"]["expired"] and bad["account"]["result"]["expires"] == "1970-01-02"

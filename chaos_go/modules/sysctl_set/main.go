@@ -13,42 +13,15 @@ import (
 	"strings"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/sysctlconf"
 )
 
 //go:embed params.schema.json
 var declaration []byte
 
-// keyPath maps a sysctl key to its file under root with sysctl(8)'s rule:
-// when the key's first separator is '.', dots separate names and a '/' stands
-// for a dot inside a name; when it is '/', the key is already a path.
-func keyPath(root, key string) (string, error) {
-	rel := key
-	if i := strings.IndexAny(key, "./"); i >= 0 && key[i] == '.' {
-		rel = strings.Map(func(r rune) rune {
-			switch r {
-			case '.':
-				return '/'
-			case '/':
-				return '.'
-			}
-			return r
-		}, key)
-	}
-	for _, part := range strings.Split(rel, "/") {
-		if part == "" || part == "." || part == ".." {
-			return "", fmt.Errorf("sysctl key %q: bad name %q", key, part)
-		}
-	}
-	return filepath.Join(root, rel), nil
-}
-
-// normalize turns a sysctl value into one line with fields separated by single
-// spaces, as sysctl(8) prints it (ip_local_port_range is tab-separated).
-func normalize(s string) string { return strings.Join(strings.Fields(s), " ") }
-
 func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	key, value := p.String("key"), p.String("value")
-	path, err := keyPath(p.String("proc_sys"), key)
+	path, err := sysctlconf.KeyPath(p.String("proc_sys"), key)
 	if err != nil {
 		return err
 	}
@@ -74,16 +47,16 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	if readErr != nil {
 		r.Warnf("sysctl %s: could not read the value before: %v", key, readErr)
 	} else {
-		before = normalize(string(raw))
+		before = sysctlconf.Normalize(string(raw))
 	}
 	if err := writeValue(path, value); err != nil {
 		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 	}
 	var after string
 	if raw, err := os.ReadFile(path); err == nil {
-		after = normalize(string(raw))
+		after = sysctlconf.Normalize(string(raw))
 	}
-	if readErr == nil && after != normalize(value) {
+	if readErr == nil && after != sysctlconf.Normalize(value) {
 		r.Warnf("sysctl %s: wrote %q, reads back %q", key, value, after)
 	}
 	r.Logf("sysctl %s: %q -> %q", key, before, after)
@@ -108,15 +81,6 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	return nil
 }
 
-// The directories systemd-sysctl reads *.conf files from, highest precedence first: a
-// file masks those of the same name further down, and all are applied in the order of
-// their names, so that a later name wins for a key both set (sysctl.d(5)).
-var sysctlDirs = []string{"/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d"}
-
-// sysctlAppliers apply the sysctl.d files at boot: systemd-sysctl, or the init script of
-// procps (sysvinit) or OpenRC.
-var sysctlAppliers = []string{"/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysctl", "/etc/init.d/procps", "/etc/init.d/sysctl"}
-
 // planBoot plans the line "key = value" appended to file, after checking that it would
 // be applied at boot: file is in a sysctl.d directory that outlives a reboot, something
 // applies that directory at boot, and no file read after it sets the key too. The
@@ -125,7 +89,7 @@ var sysctlAppliers = []string{"/usr/lib/systemd/systemd-sysctl", "/lib/systemd/s
 func planBoot(file, key, value string) (*kit.LineEdit, error) {
 	dir, name := filepath.Dir(file), filepath.Base(file)
 	root, ok := "", false
-	for _, d := range sysctlDirs {
+	for _, d := range sysctlconf.Dirs {
 		if r, found := strings.CutSuffix(dir, d); found && d != "/run/sysctl.d" {
 			root, ok = r, true
 			break
@@ -135,7 +99,7 @@ func planBoot(file, key, value string) (*kit.LineEdit, error) {
 		return nil, fmt.Errorf("persist: %s is not in a directory read at boot that survives a reboot (/etc/sysctl.d, /usr/local/lib/sysctl.d, /usr/lib/sysctl.d, /lib/sysctl.d)", file)
 	}
 	applier := ""
-	for _, a := range sysctlAppliers {
+	for _, a := range sysctlconf.Appliers {
 		if st, err := os.Stat(root + a); err == nil && !st.IsDir() {
 			applier = root + a
 			break
@@ -143,14 +107,14 @@ func planBoot(file, key, value string) (*kit.LineEdit, error) {
 	}
 	if applier == "" {
 		return nil, fmt.Errorf("persist: nothing would apply %s at boot: none of %s exists; set persist: false",
-			file, strings.Join(prefixed(root, sysctlAppliers), ", "))
+			file, strings.Join(prefixed(root, sysctlconf.Appliers), ", "))
 	}
-	want, err := keyPath("", key)
+	want, err := sysctlconf.KeyPath("", key)
 	if err != nil {
 		return nil, err
 	}
 	seen := map[string]string{} // name -> the file of that name that is read
-	for _, d := range sysctlDirs {
+	for _, d := range sysctlconf.Dirs {
 		entries, _ := os.ReadDir(root + d)
 		for _, e := range entries {
 			if _, dup := seen[e.Name()]; !dup && strings.HasSuffix(e.Name(), ".conf") {
@@ -170,7 +134,7 @@ func planBoot(file, key, value string) (*kit.LineEdit, error) {
 	sort.Strings(names)
 	for _, n := range names {
 		other := seen[n]
-		if line := setsKey(other, want); line != "" {
+		if line := sysctlconf.SetsKey(other, want); line != "" {
 			return nil, fmt.Errorf("persist: %s sets %s too (%q) and is read after %s at boot, so its value would win; name persist_file to sort after it, or set persist: false",
 				other, key, line, name)
 		}
@@ -188,34 +152,6 @@ func prefixed(root string, paths []string) []string {
 		out[i] = root + p
 	}
 	return out
-}
-
-// setsKey returns the line of the sysctl.d file at path that sets the key whose path
-// form (keyPath with no root) is want, or "". A key in the file may be a glob.
-func setsKey(path, want string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		t := strings.TrimSpace(line)
-		if t == "" || t[0] == '#' || t[0] == ';' {
-			continue
-		}
-		k, _, found := strings.Cut(t, "=")
-		if !found {
-			continue
-		}
-		k = strings.TrimPrefix(strings.TrimSpace(k), "-")
-		got, err := keyPath("", k)
-		if err != nil {
-			continue
-		}
-		if ok, _ := filepath.Match(got, want); ok || got == want {
-			return t
-		}
-	}
-	return ""
 }
 
 // writeValue writes value to an existing sysctl file the way `sysctl -w` does

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"chaosrun/chaos_go/kit/sysctlconf"
 	"context"
 	"os"
 	"os/exec"
@@ -38,13 +39,13 @@ func TestKeyPathFollowsSysctlsDotAndSlashRules(t *testing.T) {
 		"kernel.pid_max":                   "/r/kernel/pid_max",
 	}
 	for key, want := range cases {
-		if got, err := keyPath("/r", key); err != nil || got != want {
-			t.Errorf("keyPath(%q) = %q, %v; want %q", key, got, err, want)
+		if got, err := sysctlconf.KeyPath("/r", key); err != nil || got != want {
+			t.Errorf("sysctlconf.KeyPath(%q) = %q, %v; want %q", key, got, err, want)
 		}
 	}
 	for _, bad := range []string{"net..ipv4", "net/../../etc/passwd", "kernel.", "a//b"} {
-		if got, err := keyPath("/r", bad); err == nil {
-			t.Errorf("keyPath(%q) = %q; want an error", bad, got)
+		if got, err := sysctlconf.KeyPath("/r", bad); err == nil {
+			t.Errorf("sysctlconf.KeyPath(%q) = %q; want an error", bad, got)
 		}
 	}
 }
