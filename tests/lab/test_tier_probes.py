@@ -49,6 +49,7 @@ systemctl disable --now cron
 sed -i '/app.exam.test/d' /etc/hosts && systemctl restart dnsmasq
 usermod --expiredate 1 candidate
 rm /etc/sysctl.d/60-exam.conf  # the value stays 10 until the next boot
+dpkg --remove --force-depends nginx >/dev/null 2>&1
 """
 
 SCENARIO = """version: 1
@@ -87,6 +88,7 @@ verify:
     expect: result.active and result.properties.LimitNOFILE == "4096"
     points: 1
   - {{ id: sysctl, target: target, probe: sysctl, with: {{ key: vm.swappiness }}, expect: result.value == "10" and result.persisted, points: 1 }}
+  - {{ id: package, target: target, probe: package, with: {{ name: nginx, min_version: "1.22" }}, expect: result.version_ok, points: 1 }}
   - {{ id: process_running, target: target, probe: process_running, with: {{ name: exam-proc }}, expect: result.running, points: 1 }}
   - {{ id: disk_free, target: target, probe: disk_free, with: {{ path: /srv/data }}, expect: result.free_mb > 20, points: 1 }}
   - id: command
@@ -191,6 +193,7 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
     )
     assert good["sysctl"]["result"]["value"] == _sh(lab, "sysctl -n vm.swappiness") == "10"
     assert good["sysctl"]["result"]["boot_file"] == "/etc/sysctl.d/60-exam.conf"
+    assert good["package"]["result"]["version"] == _sh(lab, "dpkg-query -W -f '${Version}' nginx")
     account = good["account"]["result"]
     assert (account["uid"], account["shell"]) == (int(_sh(lab, "id -u candidate")), "/bin/bash")
     assert sorted(account["groups"]) == sorted(_sh(lab, "id -Gn candidate").split())
@@ -203,4 +206,6 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
     assert bad["disk_free"]["result"]["free_mb"] <= 1
     assert bad["service_active"]["result"]["state"] == "inactive"
     assert bad["sysctl"]["result"]["value"] == "10" and not bad["sysctl"]["result"]["persisted"]
+    assert not bad["package"]["result"]["installed"], bad["package"]["result"]
+    assert bad["package"]["result"]["status"] == _sh(lab, "dpkg-query -W -f '${Status}' nginx")
     assert bad["account"]["result"]["expired"] and bad["account"]["result"]["expires"] == "1970-01-02"
