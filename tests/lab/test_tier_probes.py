@@ -34,6 +34,7 @@ printf 'secret\n' > /etc/exam/mode.txt && chmod 0640 /etc/exam/mode.txt && chown
 systemd-run --quiet --unit exam-proc -p LimitNOFILE=4096 bash -c 'exec -a exam-proc sleep infinity'
 printf '192.0.2.7 app.exam.test\n' >> /etc/hosts && systemctl restart dnsmasq
 sysctl -q -w vm.swappiness=10 && printf 'vm.swappiness = 10\n' > /etc/sysctl.d/60-exam.conf
+printf '*/5 * * * * /usr/local/bin/exam-backup --quick\n' | crontab -u candidate -
 systemctl is-active --quiet nginx cron dnsmasq
 """
 
@@ -50,6 +51,7 @@ sed -i '/app.exam.test/d' /etc/hosts && systemctl restart dnsmasq
 usermod --expiredate 1 candidate
 rm /etc/sysctl.d/60-exam.conf  # the value stays 10 until the next boot
 dpkg --remove --force-depends nginx >/dev/null 2>&1
+crontab -u candidate -r
 """
 
 SCENARIO = """version: 1
@@ -89,6 +91,7 @@ verify:
     points: 1
   - {{ id: sysctl, target: target, probe: sysctl, with: {{ key: vm.swappiness }}, expect: result.value == "10" and result.persisted, points: 1 }}
   - {{ id: package, target: target, probe: package, with: {{ name: nginx, min_version: "1.22" }}, expect: result.version_ok, points: 1 }}
+  - {{ id: cron, target: target, probe: cron, with: {{ match: "exam-backup", user: candidate }}, expect: result.present, points: 1 }}
   - {{ id: process_running, target: target, probe: process_running, with: {{ name: exam-proc }}, expect: result.running, points: 1 }}
   - {{ id: disk_free, target: target, probe: disk_free, with: {{ path: /srv/data }}, expect: result.free_mb > 20, points: 1 }}
   - id: command
@@ -194,6 +197,9 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
     assert good["sysctl"]["result"]["value"] == _sh(lab, "sysctl -n vm.swappiness") == "10"
     assert good["sysctl"]["result"]["boot_file"] == "/etc/sysctl.d/60-exam.conf"
     assert good["package"]["result"]["version"] == _sh(lab, "dpkg-query -W -f '${Version}' nginx")
+    (job,) = good["cron"]["result"]["jobs"]
+    assert job["command"] == "/usr/local/bin/exam-backup --quick" and job["schedule"] == "*/5 * * * *"
+    assert job["file"] == "/var/spool/cron/crontabs/candidate", job
     account = good["account"]["result"]
     assert (account["uid"], account["shell"]) == (int(_sh(lab, "id -u candidate")), "/bin/bash")
     assert sorted(account["groups"]) == sorted(_sh(lab, "id -Gn candidate").split())
