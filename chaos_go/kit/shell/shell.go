@@ -74,8 +74,8 @@ type Result struct {
 }
 
 // Run runs shellPath -c command (shellPath "" is /bin/sh) for at most timeout, keeping
-// maxOut bytes of stdout and of stderr each. The error is for a shell that could not
-// be started or waited for, or a ctx that ended; a command that fails is a Result.
+// maxOut bytes of stdout and of stderr each. The error is for a shell that could not be
+// started or waited for; a command that fails, or is killed because ctx ended, is a Result.
 func Run(ctx context.Context, shellPath, command string, timeout time.Duration, maxOut int) (Result, error) {
 	if shellPath == "" {
 		shellPath = "/bin/sh"
@@ -141,7 +141,7 @@ func Run(ctx context.Context, shellPath, command string, timeout time.Duration, 
 	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		res.Signal = ws.Signal().String()
 	}
-	return res, ctx.Err()
+	return res, nil
 }
 
 // collect is the goroutine copying one of the shell's output pipes into c.

@@ -16,7 +16,7 @@ var declaration []byte
 func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	timeout := time.Duration(p.Int("timeout_ms")) * time.Millisecond
 	res, err := shell.Run(ctx, "", p.String("command"), timeout, int(p.Int("max_output")))
-	if err != nil && res.Duration == 0 {
+	if err != nil {
 		return err
 	}
 	r.Set("exit_status", res.ExitStatus)
@@ -26,7 +26,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	r.Set("truncated", res.Truncated)
 	r.Set("signal", res.Signal)
 	r.Set("duration_ms", float64(res.Duration.Microseconds())/1000)
-	return err
+	return ctx.Err()
 }
 
 func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

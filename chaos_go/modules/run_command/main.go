@@ -22,7 +22,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	command, undo := p.String("command"), p.String("undo")
 	timeout := time.Duration(p.Int("timeout_ms")) * time.Millisecond
 	res, err := shell.Run(ctx, "", command, timeout, int(p.Int("max_output")))
-	if err != nil && res.Duration == 0 {
+	if err != nil {
 		return err
 	}
 	r.Set("exit_status", res.ExitStatus)
@@ -30,7 +30,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	r.Set("stderr", res.Stderr)
 	r.Set("truncated", res.Truncated)
 	r.Set("duration_ms", float64(res.Duration.Microseconds())/1000)
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	// Recorded whatever the outcome: a command that failed half-way may still have changed something.

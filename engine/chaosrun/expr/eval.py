@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import ChaosrunError
 from ..regex import RegexError, compile_re2
 from .ast import FUNCTIONS, And, Attr, Binary, Call, Compare, Index, ListLit, Literal, Name, Neg, Node, Not, Or
+from .builder import duration_seconds
 from .unparse import unparse
 
 
@@ -274,8 +275,6 @@ def _fn_seconds(x: Any) -> int | float:
     if _is_number(x):
         return typing.cast(int | float, x)
     if isinstance(x, str):
-        from .builder import duration_seconds  # the literal's rule (the builder imports us not)
-
         try:
             return duration_seconds(x.strip())
         except ValueError:
