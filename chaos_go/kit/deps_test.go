@@ -16,7 +16,7 @@ func TestRuntimePackagesLinkNoHeavyStdlibPackages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")
 	}
-	runtimePkgs := []string{"chaosrun/chaos_go/kit", "chaosrun/chaos_go/kit/procfs", "chaosrun/chaos_go/kit/sysexec", "chaosrun/chaos_go/kit/systemd"}
+	runtimePkgs := []string{"chaosrun/chaos_go/kit", "chaosrun/chaos_go/kit/procfs", "chaosrun/chaos_go/kit/sysexec", "chaosrun/chaos_go/kit/systemd", "chaosrun/chaos_go/kit/mounts", "chaosrun/chaos_go/kit/sockets"}
 	for _, pkg := range runtimePkgs {
 		cmd := exec.Command(kittest.GoTool(t), "list", "-deps", pkg)
 		cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "GOPROXY=off", "GOFLAGS=-mod=mod")

@@ -70,7 +70,28 @@ Restart=no
 WantedBy=multi-user.target
 EOF
 systemctl daemon-reload && systemctl enable --now exam-worker.service
-for u in exam2 exam3; do useradd --create-home --shell /bin/bash "$u"; printf '%s:%s\n' "$u" "$u" | chpasswd; done
+for u in exam2 exam3 exam4; do useradd --create-home --shell /bin/bash "$u"; printf '%s:%s\n' "$u" "$u" | chpasswd; done
+# exam4 logs in over SSH with the candidate's key (lock_user must_change)
+install -d -o exam4 -g exam4 -m 0700 /home/exam4/.ssh
+install -o exam4 -g exam4 -m 0600 /home/candidate/.ssh/authorized_keys /home/exam4/.ssh/authorized_keys
+# services of the exam's own: one stop_service disables, one broken by a drop-in and
+# restarted, one limited by a drop-in, one started only by restart_service
+for s in idle web lim once; do cat > /etc/systemd/system/exam-$s.service <<EOF
+[Unit]
+Description=exam $s
+[Service]
+ExecStart=/bin/bash -c 'exec -a exam-$s sleep infinity'
+[Install]
+WantedBy=multi-user.target
+EOF
+done
+systemctl daemon-reload && systemctl enable --now exam-idle exam-web exam-lim
+# a small volume in fstab that fstab_entry breaks, and one that remount_ro makes read-only
+truncate -s 16M /var/lib/exam-fstab.img && mkfs.ext4 -q -F /var/lib/exam-fstab.img
+truncate -s 16M /var/lib/exam-ro.img && mkfs.ext4 -q -F /var/lib/exam-ro.img
+mkdir -p /srv/fstab /srv/ro /var/lib/exam
+printf '/var/lib/exam-fstab.img /srv/fstab ext4 loop 0 0\n/var/lib/exam-ro.img /srv/ro ext4 loop 0 0\n' >> /etc/fstab
+systemctl daemon-reload && mount /srv/fstab && mount /srv/ro
 """
 
 SCENARIO = """version: 1
@@ -80,7 +101,27 @@ monitor: { callback: tunnel }
 targets:
   target: { host: 127.0.0.1 }
 steps:
-  - { id: stop_service, target: target, chaos: stop_service, with: { service: cron, action: disable } }
+  - { id: stop_service, target: target, chaos: stop_service, with: { service: exam-idle, action: disable } }
+  - { id: unit_override, target: target, chaos: unit_override, with: { service: exam-web, fault: bad_exec } }
+  - { id: restart_broken, target: target, chaos: restart_service, with: { service: exam-web } }
+  - { id: unit_override_nofile, target: target, chaos: unit_override, with: { service: exam-lim, fault: nofile, value: "64" } }
+  - { id: restart_lim, target: target, chaos: restart_service, with: { service: exam-lim } }
+  - { id: restart_service, target: target, chaos: restart_service, with: { service: exam-once, action: start } }
+  - id: rogue_process
+    target: target
+    chaos: rogue_process
+    with: { action: write, path: /var/log/exam-rogue.log, rate_kb: 64, process_name: exam-rogue }
+  - id: rogue_lock
+    target: target
+    chaos: rogue_process
+    with: { action: hold, path: /var/lib/exam/lock, lock: true, process_name: exam-locker }
+  - { id: fstab_entry, target: target, chaos: fstab_entry, with: { mount_point: /srv/fstab, fault: bad_option, nofail: true } }
+  - { id: remount_ro, target: target, chaos: remount_ro, with: { mount_point: /srv/ro } }
+  - id: cron_entry
+    target: target
+    chaos: cron_entry
+    with: { schedule: "* * * * *", command: "echo ran >> /var/log/exam-cron.log" }
+  - { id: lock_user_must_change, target: target, chaos: lock_user, with: { user: exam4, action: must_change } }
   - { id: kill_process, target: target, chaos: kill_process, with: { name: exam-worker, signal: KILL } }
   - id: occupy_port
     target: target
@@ -190,7 +231,14 @@ def _wait(predicate: Callable[[], bool], seconds: float = 60) -> bool:
 
 #: What the run is checked against, gathered before it: ``name: command`` (stdout kept).
 BEFORE = {
-    "cron": "systemctl is-active cron; systemctl is-enabled cron",
+    "idle": "systemctl is-active exam-idle; systemctl is-enabled exam-idle",
+    "web": "systemctl is-active exam-web",
+    "lim": "awk '/open files/ {print $4}' /proc/$(systemctl show -P MainPID exam-lim)/limits",
+    "once": "systemctl is-active exam-once || true",
+    "lockable": "flock -n /var/lib/exam/lock true; echo exit=$?",
+    "fstab_mount": "findmnt -no TARGET /srv/fstab",
+    "ro": "touch /srv/ro/probe 2>&1 && echo writable; rm -f /srv/ro/probe",
+    "cron_log": "test -e /var/log/exam-cron.log && echo exists || echo none",
     "worker": "pgrep -c -f '^exam-worker' || true",
     "swappiness": "cat /proc/sys/vm/swappiness",
     "exam2": "passwd -S exam2 | cut -d' ' -f2",
@@ -269,13 +317,100 @@ def rebooted(tier: Tier) -> Tier:
 
 
 def stop_service_now(t: Tier) -> None:
-    assert t.before["cron"].split() == ["active", "enabled"]
-    assert t.sh("systemctl is-active cron; systemctl is-enabled cron || true").split() == ["inactive", "disabled"]
+    assert t.before["idle"].split() == ["active", "enabled"]
+    assert t.sh("systemctl is-active exam-idle; systemctl is-enabled exam-idle || true").split() == [
+        "inactive",
+        "disabled",
+    ]
 
 
 def stop_service_rebooted(t: Tier, survives: bool) -> None:
-    state = t.sh("systemctl is-active cron || true")
+    state = t.sh("systemctl is-active exam-idle || true")
     assert (state == "inactive") is survives, state
+
+
+def unit_override_now(t: Tier) -> None:
+    # a drop-in with a start command that is not there, then a restart: it fails as on a real box
+    assert t.before["web"] == "active"
+    assert "ExecStart=/usr/sbin/exam-web-daemon" in t.sh("systemctl cat exam-web")
+    assert t.sh("systemctl is-active exam-web || true") == "failed"
+    assert "exam-web-daemon" in t.sh("journalctl -u exam-web -n 20 --no-pager")
+    broken = t.result("restart_broken")
+    assert (broken["succeeded"], broken["active"]) == (False, "failed"), broken
+    assert broken["message"].startswith("Job for exam-web.service failed"), broken
+    # LimitNOFILE in a drop-in, picked up by the restart: the kernel's limit of the new process
+    assert t.before["lim"] != "64"
+    assert t.sh("awk '/open files/ {print $4}' /proc/$(systemctl show -P MainPID exam-lim)/limits") == "64"
+
+
+def unit_override_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.sh("systemctl is-active exam-web || true") != "active") is survives
+
+
+def restart_service_now(t: Tier) -> None:
+    assert t.before["once"] == "inactive"
+    assert t.sh("systemctl is-active exam-once") == "active"
+    assert t.result("restart_service")["succeeded"] is True
+
+
+def restart_service_rebooted(t: Tier, survives: bool) -> None:
+    # exam-once is not enabled: what the start did ends with the boot
+    assert (t.sh("systemctl is-active exam-once || true") == "active") is survives
+
+
+def rogue_process_now(t: Tier) -> None:
+    pid = t.result("rogue_process")["pid"]
+    assert t.sh(f"cat /proc/{pid}/comm") == "exam-rogue"
+    first = int(t.sh("stat -c %s /var/log/exam-rogue.log"))
+    time.sleep(2)
+    assert int(t.sh("stat -c %s /var/log/exam-rogue.log")) >= first + 64 * 1024, "it keeps writing"
+    assert "DEBUG worker[1]: request" in t.sh("tail -n 1 /var/log/exam-rogue.log")
+    # the lock holder: flock(1) cannot have the lock; fuser names the holder
+    assert t.before["lockable"] == "exit=0"
+    assert t.sh("flock -n /var/lib/exam/lock true; echo exit=$?") == "exit=1"
+    holder = t.result("rogue_lock")["pid"]
+    assert str(holder) in t.sh("fuser /var/lib/exam/lock 2>/dev/null || true").split()
+
+
+def rogue_process_rebooted(t: Tier, survives: bool) -> None:
+    assert (t.sh("pgrep -c -x exam-rogue || true") != "0") is survives
+    assert (t.sh("flock -n /var/lib/exam/lock true; echo exit=$?") == "exit=1") is survives
+
+
+def fstab_entry_now(t: Tier) -> None:
+    assert t.before["fstab_mount"] == "/srv/fstab"
+    assert "data=journaled,nofail" in t.sh("grep /srv/fstab /etc/fstab")
+    # still mounted now; mounting it again as fstab says fails
+    out = t.sh("umount /srv/fstab && mount /srv/fstab 2>&1; echo exit=$?")
+    assert "exit=0" not in out and ("bad option" in out or "wrong fs type" in out), out
+
+
+def fstab_entry_rebooted(t: Tier, survives: bool) -> None:
+    # nofail: the machine booted (this check runs over SSH), without the filesystem
+    assert (t.sh("findmnt -no TARGET /srv/fstab || true") == "") is survives
+
+
+def remount_ro_now(t: Tier) -> None:
+    assert t.before["ro"] == "writable"
+    assert "Read-only file system" in t.sh("touch /srv/ro/probe 2>&1 || true")
+    assert t.sh("findmnt -no VFS-OPTIONS /srv/ro").split(",")[0] == "ro"
+
+
+def remount_ro_rebooted(t: Tier, survives: bool) -> None:
+    assert ("Read-only file system" in t.sh("touch /srv/ro/probe 2>&1 || true")) is survives
+
+
+def cron_entry_now(t: Tier) -> None:
+    assert t.before["cron_log"] == "none"
+    assert "* * * * * root echo ran >> /var/log/exam-cron.log" in t.sh("cat /etc/cron.d/sysstat-collect")
+    # cron itself runs it: once a minute
+    assert _wait(lambda: t.code("test -s /var/log/exam-cron.log") == 0, 130), "cron ran the job"
+
+
+def cron_entry_rebooted(t: Tier, survives: bool) -> None:
+    t.sh(": > /var/log/exam-cron.log")
+    ran = _wait(lambda: t.code("test -s /var/log/exam-cron.log") == 0, 130)
+    assert ran is survives
 
 
 def kill_process_now(t: Tier) -> None:
@@ -330,10 +465,15 @@ def lock_user_now(t: Tier) -> None:
     assert t.before["exam2"] == "P" and t.sh("passwd -S exam2 | cut -d' ' -f2") == "L"
     assert t.before["exam3"] == "in"
     assert "This account is currently not available" in t.sh("su exam3 -c 'echo in' 2>&1 || true")
+    # must_change: the last change is day 0, and sshd (through PAM) refuses a command until
+    # the password is changed
+    assert "password must be changed" in t.sh("chage -l exam4 | grep '^Last password change'")
+    assert t.code("true", user="exam4") != 0, "a must-change password stops an SSH command"
 
 
 def lock_user_rebooted(t: Tier, survives: bool) -> None:
     assert (t.code("true", user="candidate") != 0) is survives
+    assert (t.code("true", user="exam4") != 0) is survives
     assert (t.sh("passwd -S exam2 | cut -d' ' -f2") == "L") is survives
 
 

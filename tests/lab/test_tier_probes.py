@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 #: A machine where every expectation below holds.
 GOOD = r"""set -eu
 mkdir -p /etc/exam /srv/data
-truncate -s 48M /var/lib/exam-data.img && mkfs.ext4 -q -F /var/lib/exam-data.img && mount -o loop /var/lib/exam-data.img /srv/data
+truncate -s 48M /var/lib/exam-data.img && mkfs.ext4 -q -F /var/lib/exam-data.img
+printf '/var/lib/exam-data.img /srv/data ext4 loop 0 0\n' >> /etc/fstab && systemctl daemon-reload && mount /srv/data
 printf 'here\n' > /etc/exam/exists.txt
 printf 'name=lab\nanswer=42\n' > /etc/exam/contains.txt
 printf 'secret\n' > /etc/exam/mode.txt && chmod 0640 /etc/exam/mode.txt && chown root:adm /etc/exam/mode.txt
@@ -52,6 +53,8 @@ usermod --expiredate 1 candidate
 rm /etc/sysctl.d/60-exam.conf  # the value stays 10 until the next boot
 dpkg --remove --force-depends nginx >/dev/null 2>&1
 crontab -u candidate -r
+mount -o remount,ro /srv/data
+sed -i 's#^/var/lib/exam-data.img #UUID=0b6f2c1e-6c7a-4d55-9f5e-2a1f0e1d9c11 #' /etc/fstab
 """
 
 SCENARIO = """version: 1
@@ -93,6 +96,12 @@ verify:
   - {{ id: package, target: target, probe: package, with: {{ name: nginx, min_version: "1.22" }}, expect: result.version_ok, points: 1 }}
   - {{ id: cron, target: target, probe: cron, with: {{ match: "exam-backup", user: candidate }}, expect: result.present, points: 1 }}
   - {{ id: process_running, target: target, probe: process_running, with: {{ name: exam-proc }}, expect: result.running, points: 1 }}
+  - id: mount
+    target: target
+    probe: mount
+    with: {{ path: /srv/data }}
+    expect: result.mounted and not result.read_only and result.fstype == "ext4" and result.fstab_ok
+    points: 1
   - {{ id: disk_free, target: target, probe: disk_free, with: {{ path: /srv/data }}, expect: result.free_mb > 20, points: 1 }}
   - id: command
     target: target
@@ -204,6 +213,9 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
     assert (account["uid"], account["shell"]) == (int(_sh(lab, "id -u candidate")), "/bin/bash")
     assert sorted(account["groups"]) == sorted(_sh(lab, "id -Gn candidate").split())
     assert account["has_password"] and account["expires"] == ""
+    mount = good["mount"]["result"]
+    assert (mount["source"], mount["fstab_options"]) == (_sh(lab, "findmnt -no SOURCE /srv/data"), "loop")
+    assert ",".join(mount["options"]).startswith(_sh(lab, "findmnt -no VFS-OPTIONS /srv/data")), mount
 
     _sh(lab, BAD)
     bad = _verify(lab, tmp_path)
@@ -217,3 +229,6 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
     assert (bad["package"]["result"]["status"], bad["package"]["result"]["version"]) == ("", "")
     assert _sh(lab, "dpkg-query -W -f '${Status}' nginx 2>&1 || true").endswith("not-installed")
     assert bad["account"]["result"]["expired"] and bad["account"]["result"]["expires"] == "1970-01-02"
+    mount = bad["mount"]["result"]
+    assert mount["mounted"] and mount["read_only"] and not mount["fstab_ok"], mount
+    assert any(e.startswith("/srv/data: ") and "0b6f2c1e" in e for e in mount["fstab_errors"]), mount

@@ -155,3 +155,34 @@ func WaitNamed(ctx context.Context, procDir string, pid int, name string, timeou
 		}
 	}
 }
+
+// WaitHolding waits until process pid has a descriptor whose link is target (a path, or
+// "PATH (deleted)" for a file it unlinked) and returns that descriptor's /proc path. The
+// process exiting first is an error; timeout 0 waits as long as ctx lets it.
+func WaitHolding(ctx context.Context, procDir string, pid int, target string, timeout time.Duration) (string, error) {
+	fdDir := filepath.Join(procDir, strconv.Itoa(pid), "fd")
+	deadline := time.Now().Add(timeout)
+	for {
+		entries, err := os.ReadDir(fdDir)
+		if err != nil {
+			return "", fmt.Errorf("process %d ended before holding %s", pid, target)
+		}
+		for _, e := range entries {
+			fd := filepath.Join(fdDir, e.Name())
+			if link, _ := os.Readlink(fd); link == target {
+				return fd, nil
+			}
+		}
+		if state, err := State(procDir, pid); err == nil && (state == "Z" || state == "X") {
+			return "", fmt.Errorf("process %d exited before holding %s", pid, target)
+		}
+		if timeout > 0 && time.Now().After(deadline) {
+			return "", fmt.Errorf("process %d did not open %s within %s", pid, target, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}

@@ -27,6 +27,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	mnt "chaosrun/chaos_go/kit/mounts"
 )
 
 // Bounds: sensors stay cheap whatever the target holds.
@@ -466,23 +468,11 @@ func watched(c Config) []string {
 // MountsOver picks from mountinfo text (proc(5)) the mounts at or under one of dirs.
 func MountsOver(mountinfo string, dirs []string) []string {
 	out := []string{}
-	for _, line := range strings.Split(mountinfo, "\n") {
-		f := strings.Split(line, " ")
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(f) < 5 || sep < 0 || sep+2 >= len(f) {
-			continue
-		}
-		mp := f[4] // escaped (\040 for a space): paths with such bytes are compared as escaped
+	for _, m := range mnt.Parse(mountinfo) {
 		for _, d := range dirs {
-			if mp == d || strings.HasPrefix(mp, strings.TrimSuffix(d, "/")+"/") {
+			if m.MountPoint == d || strings.HasPrefix(m.MountPoint, strings.TrimSuffix(d, "/")+"/") {
 				if len(out) < maxLines {
-					out = append(out, cut(f[4]+" "+f[sep+1]+" "+f[sep+2]))
+					out = append(out, cut(mnt.Escape(m.MountPoint)+" "+m.FSType+" "+mnt.Escape(m.Source)))
 				}
 				break
 			}

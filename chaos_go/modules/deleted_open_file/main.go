@@ -24,9 +24,6 @@ var declaration []byte
 
 const mib = 1 << 20
 
-// pollInterval is how often run looks for the held file in /proc/PID/fd.
-const pollInterval = 20 * time.Millisecond
-
 func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	path, name := p.String("path"), p.String("process_name")
 	if _, err := os.Lstat(path); err == nil {
@@ -54,32 +51,15 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 
 // waitHeld waits until process pid holds path open as a deleted file, and returns its size.
 func waitHeld(ctx context.Context, pid int, path string) (int64, error) {
-	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
-	want := path + " (deleted)"
-	for {
-		entries, err := os.ReadDir(fdDir)
-		if err != nil {
-			return 0, fmt.Errorf("process %d ended before holding %s: %w", pid, path, err)
-		}
-		for _, e := range entries {
-			fd := filepath.Join(fdDir, e.Name())
-			if target, _ := os.Readlink(fd); target == want {
-				fi, err := os.Stat(fd)
-				if err != nil {
-					return 0, fmt.Errorf("stat %s: %w", fd, err)
-				}
-				return fi.Size(), nil
-			}
-		}
-		if state, err := procfs.State("/proc", pid); err == nil && state == "Z" {
-			return 0, fmt.Errorf("process %d exited before holding %s", pid, path)
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(pollInterval):
-		}
+	fd, err := procfs.WaitHolding(ctx, "/proc", pid, path+" (deleted)", 0)
+	if err != nil {
+		return 0, err
 	}
+	fi, err := os.Stat(fd)
+	if err != nil {
+		return 0, fmt.Errorf("stat %s: %w", fd, err)
+	}
+	return fi.Size(), nil
 }
 
 // background is the detached process: create, fill, unlink, then keep the descriptor open.

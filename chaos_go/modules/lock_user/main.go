@@ -1,5 +1,5 @@
-// Command lock_user locks a user's password, expires the account or gives it a nologin
-// shell, editing passwd/shadow atomically and keeping their mode and owner.
+// Command lock_user locks a user's password, expires the account or the password, or
+// gives it a nologin shell, editing passwd/shadow atomically and keeping their mode and owner.
 package main
 
 import (
@@ -37,6 +37,8 @@ func editFor(p kit.Params) edit {
 		}}
 	case "expire":
 		return edit{file: p.String("shadow_file"), field: "expire", index: 7, minLen: 9, apply: func(string) string { return "1" }}
+	case "must_change":
+		return edit{file: p.String("shadow_file"), field: "last_change", index: 2, minLen: 3, apply: func(string) string { return "0" }}
 	default:
 		return edit{file: p.String("passwd_file"), field: "shell", index: 6, minLen: 7, apply: func(string) string { return nologinShell }}
 	}

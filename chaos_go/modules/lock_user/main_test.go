@@ -46,6 +46,7 @@ func TestActions(t *testing.T) {
 	}{
 		{"lock", "shadow", strings.Replace(shadow, "alice:$6$", "alice:!$6$", 1), "<hash>", "!<hash>"},
 		{"expire", "shadow", strings.Replace(shadow, "alice:$6$salt$hash:19000:0:99999:7:::", "alice:$6$salt$hash:19000:0:99999:7::1:", 1), "", "1"},
+		{"must_change", "shadow", strings.Replace(shadow, "alice:$6$salt$hash:19000:", "alice:$6$salt$hash:0:", 1), "19000", "0"},
 		{"nologin", "passwd", strings.Replace(passwd, "/home/alice:/bin/bash", "/home/alice:/usr/sbin/nologin", 1), "/bin/bash", "/usr/sbin/nologin"},
 	}
 	for _, c := range cases {

@@ -2,21 +2,17 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/procfs"
+	"chaosrun/chaos_go/kit/sockets"
 )
 
 //go:embed params.schema.json
@@ -24,12 +20,6 @@ var declaration []byte
 
 // startTimeout bounds the waits for the squatter to show its name and to bind.
 const startTimeout = 3 * time.Second
-
-// Socket states in /proc/net/{tcp,udp}*: a listening TCP socket, a bound UDP one.
-const (
-	tcpListen = "0A"
-	udpBound  = "07"
-)
 
 func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	port, protocol, name := p.Int("port"), p.String("protocol"), p.String("process_name")
@@ -41,7 +31,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	duration := time.Duration(p.Int("duration")) * time.Second
 
 	// Try the port first: a clear "in use" beats a squatter that dies unseen.
-	fd, err := bindPort(protocol, ip, int(port))
+	fd, err := sockets.Bind(protocol, ip, int(port))
 	if err != nil {
 		return fmt.Errorf("port %s/%s is not free: %w", addr, protocol, err)
 	}
@@ -55,7 +45,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	if err != nil {
 		return fmt.Errorf("start port holder: %w", err)
 	}
-	if err := waitBound(ctx, "/proc", pid, protocol, port); err != nil {
+	if err := sockets.WaitBound(ctx, "/proc", pid, protocol, port, startTimeout); err != nil {
 		return fmt.Errorf("start port holder: %w", err)
 	}
 	until := 0.0
@@ -74,59 +64,6 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	return nil
 }
 
-// bindPort opens a socket bound to ip:port: listening, for TCP. An
-// unspecified address (0.0.0.0 or ::) is bound as a dual-stack [::] when the
-// host has IPv6, so the port is held for both families, as a daemon binding
-// "*:port" would. Raw syscalls, not package net, which would add about 0.4 MB
-// to the binary.
-func bindPort(protocol string, ip netip.Addr, port int) (int, error) {
-	if ip.IsUnspecified() {
-		fd, err := bindFamily(protocol, syscall.AF_INET6, &syscall.SockaddrInet6{Port: port}, true)
-		if err == nil || !errors.Is(err, syscall.EAFNOSUPPORT) {
-			return fd, err
-		}
-		return bindFamily(protocol, syscall.AF_INET, &syscall.SockaddrInet4{Port: port}, false)
-	}
-	ip = ip.Unmap()
-	if ip.Is4() {
-		return bindFamily(protocol, syscall.AF_INET, &syscall.SockaddrInet4{Port: port, Addr: ip.As4()}, false)
-	}
-	if ip.Zone() != "" {
-		return -1, fmt.Errorf("address %s: zones are not supported", ip)
-	}
-	return bindFamily(protocol, syscall.AF_INET6, &syscall.SockaddrInet6{Port: port, Addr: ip.As16()}, false)
-}
-
-func bindFamily(protocol string, family int, sa syscall.Sockaddr, dualStack bool) (int, error) {
-	typ := syscall.SOCK_STREAM
-	if protocol == "udp" {
-		typ = syscall.SOCK_DGRAM
-	}
-	fd, err := syscall.Socket(family, typ|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
-	}
-	if dualStack {
-		_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, 0)
-	}
-	if typ == syscall.SOCK_STREAM {
-		// As every daemon does: a port whose old connections linger in
-		// TIME_WAIT can still be bound; a live listener still cannot.
-		_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
-	}
-	if err := syscall.Bind(fd, sa); err != nil {
-		syscall.Close(fd)
-		return -1, fmt.Errorf("bind: %w", err)
-	}
-	if typ == syscall.SOCK_STREAM {
-		if err := syscall.Listen(fd, 128); err != nil {
-			syscall.Close(fd)
-			return -1, fmt.Errorf("listen: %w", err)
-		}
-	}
-	return fd, nil
-}
-
 // background is the port holder: bind, then turn every TCP client away (or
 // drop every UDP datagram) until the duration passes or SIGTERM ends ctx;
 // the socket closes as the process exits.
@@ -142,115 +79,13 @@ func background(ctx context.Context, args map[string]any) error {
 		ctx, cancel = context.WithTimeout(ctx, duration)
 		defer cancel()
 	}
-	fd, err := bindPort(protocol, ip, int(kit.ArgInt(args, "port")))
+	fd, err := sockets.Bind(protocol, ip, int(kit.ArgInt(args, "port")))
 	if err != nil {
 		return err
 	}
-	if protocol == "udp" {
-		go discardDatagrams(fd)
-	} else {
-		go refuseClients(fd)
-	}
+	sockets.TurnAway(fd, protocol)
 	<-ctx.Done()
 	return nil
-}
-
-// refuseClients accepts and closes connections, blocking in accept(2).
-func refuseClients(fd int) {
-	for {
-		c, _, err := syscall.Accept4(fd, syscall.SOCK_CLOEXEC)
-		if err == nil {
-			syscall.Close(c)
-			continue
-		}
-		if err != syscall.EINTR && err != syscall.ECONNABORTED {
-			time.Sleep(10 * time.Millisecond) // e.g. EMFILE: do not spin
-		}
-	}
-}
-
-// discardDatagrams reads and drops datagrams, blocking in recvfrom(2).
-func discardDatagrams(fd int) {
-	buf := make([]byte, 64<<10)
-	for {
-		if _, _, err := syscall.Recvfrom(fd, buf, 0); err != nil && err != syscall.EINTR {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-}
-
-// waitBound waits until process pid owns a socket bound to port (listening,
-// for TCP), as /proc/PID/net and /proc/PID/fd show it.
-func waitBound(ctx context.Context, procDir string, pid int, protocol string, port int64) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		found, err := ownsPort(procDir, pid, protocol, port)
-		if err != nil {
-			return err
-		}
-		if found {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("process %d did not bind port %d/%s within %s", pid, port, protocol, startTimeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-// ownsPort says whether pid has an open socket bound to port. Its being gone
-// is an error: it could not bind.
-func ownsPort(procDir string, pid int, protocol string, port int64) (bool, error) {
-	dir := filepath.Join(procDir, strconv.Itoa(pid))
-	state := tcpListen
-	if protocol == "udp" {
-		state = udpBound
-	}
-	inodes := map[string]bool{}
-	for _, table := range []string{protocol, protocol + "6"} {
-		if err := socketInodes(filepath.Join(dir, "net", table), port, state, inodes); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return false, err
-		}
-	}
-	fds, err := os.ReadDir(filepath.Join(dir, "fd"))
-	if err != nil {
-		return false, fmt.Errorf("process %d exited: it could not bind", pid)
-	}
-	for _, fd := range fds {
-		link, err := os.Readlink(filepath.Join(dir, "fd", fd.Name()))
-		if err == nil && strings.HasPrefix(link, "socket:[") && inodes[strings.TrimSuffix(link[8:], "]")] {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// socketInodes adds to inodes the sockets of a /proc/net table whose local
-// port is port and whose state is state.
-func socketInodes(path string, port int64, state string, inodes map[string]bool) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Scan() // header
-	for sc.Scan() {
-		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 || fields[3] != state {
-			continue
-		}
-		_, hexPort, ok := strings.Cut(fields[1], ":")
-		if n, err := strconv.ParseInt(hexPort, 16, 64); ok && err == nil && n == port {
-			inodes[fields[9]] = true
-		}
-	}
-	return sc.Err()
 }
 
 func main() { kit.Main(kit.Module{Declaration: declaration, Run: run, Background: background}) }

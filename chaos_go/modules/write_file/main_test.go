@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/kittest/moduletest"
 )
 
@@ -89,7 +90,7 @@ func TestAFolderOrAHugeFileIsRefused(t *testing.T) {
 		t.Errorf("folder: %v", err)
 	}
 	big := filepath.Join(dir, "big")
-	os.WriteFile(big, make([]byte, maxBefore+1), 0o644)
+	os.WriteFile(big, make([]byte, kit.MaxRecorded+1), 0o644)
 	if _, err := moduletest.Run(t, declaration, run, map[string]any{"path": big, "content": "x"}); err == nil || !strings.Contains(err.Error(), "takes files up to") {
 		t.Errorf("big: %v", err)
 	}
