@@ -47,6 +47,8 @@ def _flag(param: Param) -> str:
 def render_module(decl: ModuleDecl) -> list[str]:
     """The section of one module."""
     lines = [f"### `{decl.name}`", "", decl.description.strip(), ""]
+    if decl.needs:
+        lines += [f"**Needs** {decl.needs}: lint warns, and without it the step fails and changes nothing.", ""]
     if decl.kind is ModuleKind.PROBE:
         lines += [_where(decl), ""]
     if decl.params:

@@ -168,6 +168,8 @@ _IGNORED = frozenset(
         "x-kind",
         "x-rank",
         "x-result",
+        "x-from",
+        "x-requires",
     }
 )
 _JSON_TYPES: dict[str, Any] = {

@@ -29,7 +29,7 @@ from . import __version__
 from ._source import ScenarioError, ScenarioErrors, load_yaml
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTRUSTED, EXIT_USAGE, ChaosrunError
 from .inventory import Inventory, load_inventory, parse_inventory
-from .lint import check_scenario_text, lint_scenario, load_scenario
+from .lint import check_scenario_text, lint_scenario, load_scenario, scenario_warnings
 from .modules import MONITOR_NOTE, ModuleDecl, catalogue
 from .parse import read_source
 from .plan import build_plan, format_plan, plan_as_json
@@ -39,9 +39,12 @@ from .session import new_seed, run_section
 COMMANDS = ("run", "verify", "lint", "plan", "modules", "audit", "demo", "lab", "test")
 
 
-def _print_errors(errors: Sequence[ScenarioError], fmt: str = "text") -> None:
+def _print_errors(errors: Sequence[ScenarioError], fmt: str = "text", warnings: Sequence[ScenarioError] = ()) -> None:
     if fmt == "json":
-        print(json.dumps({"ok": not errors, "errors": [e.as_dict() for e in errors]}, indent=2))
+        report: dict[str, Any] = {"ok": not errors, "errors": [e.as_dict() for e in errors]}
+        if warnings:
+            report["warnings"] = [w.as_dict() for w in warnings]
+        print(json.dumps(report, indent=2))
         return
     for err in errors:
         print(err)
@@ -72,8 +75,9 @@ def is_inventory_text(text: str, file: str) -> bool:
     return bool(keys & {"environments", "defaults"}) and not keys & _SCENARIO_KEYS
 
 
-def lint_files(paths: Sequence[str]) -> list[ScenarioError]:
-    """Every error in every file, sorted by file then position."""
+def lint_files(paths: Sequence[str], warnings: list[ScenarioError] | None = None) -> list[ScenarioError]:
+    """Every error in every file, sorted by file then position; the warnings of the
+    scenarios without errors go to ``warnings`` when it is given."""
     errors: list[ScenarioError] = []
     for path in paths:
         try:
@@ -84,15 +88,21 @@ def lint_files(paths: Sequence[str]) -> list[ScenarioError]:
         if is_inventory_text(text, name):
             errors.extend(parse_inventory(text, name)[1])
         else:
-            errors.extend(check_scenario_text(text, name)[1])
+            scenario, found = check_scenario_text(text, name)
+            errors.extend(found)
+            if warnings is not None and scenario is not None and not found:
+                warnings.extend(scenario_warnings(scenario))
     return errors
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    errors = lint_files(args.files)
+    warnings: list[ScenarioError] = []
+    errors = lint_files(args.files, warnings)
     if args.format == "json":
-        _print_errors(errors, "json")
+        _print_errors(errors, "json", warnings)
     else:
+        for warning in warnings:
+            print(warning)
         _print_errors(errors)
         if not errors:
             n = len(args.files)
@@ -124,6 +134,8 @@ def _with_vars(scenario: Scenario, assignments: Sequence[str]) -> Scenario:
 
 def _load(args: argparse.Namespace) -> tuple[Scenario, Inventory | None]:
     scenario = load_scenario(args.scenario)
+    for warning in scenario_warnings(scenario):
+        print(f"chaosrun: {warning}", file=sys.stderr)
     assignments = getattr(args, "var", None) or []
     if assignments:
         scenario = _with_vars(scenario, assignments)
@@ -268,11 +280,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _module_line(decl: ModuleDecl) -> str:
     first = decl.summary
     where = f" [from: {decl.where}]" if decl.kind.value == "probe" and decl.where != "target" else ""
-    return f"  {decl.name:<18} {first}{where}"
+    needs = f" [needs: {', '.join(decl.requires)}]" if decl.requires else ""
+    return f"  {decl.name:<18} {first}{where}{needs}"
 
 
 def format_module(decl: ModuleDecl) -> str:
     lines = [f"{decl.name} ({decl.kind.value})", f"  {decl.description}"]
+    if decl.needs:
+        lines.append(f"  needs: {decl.needs}")
     if decl.kind.value == "probe":
         lines.append(f"  runs from: {decl.where}" + (f". {MONITOR_NOTE}" if "monitor" in decl.where else ""))
     lines += ["", "parameters:"]

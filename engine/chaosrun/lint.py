@@ -537,6 +537,25 @@ def lint_scenario(scenario: Scenario, modules: Mapping[str, ModuleDecl] | None =
     return _Linter(scenario, catalogue() if modules is None else modules).run()
 
 
+def scenario_warnings(scenario: Scenario, modules: Mapping[str, ModuleDecl] | None = None) -> list[ScenarioError]:
+    """What is valid but may not work everywhere: a module the catalogue says needs
+    something many machines lack (``x-requires``), at the step that uses it."""
+    cat = catalogue() if modules is None else modules
+    warnings = []
+    for step in scenario.all_steps():
+        for s in (step, *step.options):
+            decl = cat.get(s.module) if s.module else None
+            if decl is not None and decl.requires:
+                warnings.append(
+                    ScenarioError(
+                        f"warning: step {s.id!r}: {decl.name} needs {decl.needs}; "
+                        "on a machine without it the step fails and changes nothing",
+                        s.module_span or s.span,
+                    )
+                )
+    return ScenarioErrors(warnings).errors
+
+
 def check_scenario_text(text: str, file: str) -> tuple[Scenario | None, list[ScenarioError]]:
     """Parse and lint; returns the Scenario (None if unusable) and all errors, sorted."""
     with gc_paused():
@@ -559,4 +578,4 @@ def load_scenario(path: str | Path) -> Scenario:
     return scenario
 
 
-__all__ = ["Expr", "check_scenario_text", "lint_scenario", "load_scenario"]
+__all__ = ["Expr", "check_scenario_text", "lint_scenario", "load_scenario", "scenario_warnings"]

@@ -147,6 +147,7 @@ class ModuleDecl:
     results: tuple[ResultField, ...]
     path: Path
     origins: tuple[Origin, ...] = (Origin.TARGET,)  # x-from: where it can run
+    requires: tuple[str, ...] = ()  # x-requires: what the machine must have (REQUIREMENTS)
 
     @property
     def summary(self) -> str:
@@ -159,6 +160,11 @@ class ModuleDecl:
 
     def runs_from(self, origin: Origin) -> bool:
         return origin in self.origins
+
+    @property
+    def needs(self) -> str:
+        """What the machine must have, in words (``""`` when nothing special)."""
+        return "; ".join(REQUIREMENTS[r] for r in self.requires)
 
     @property
     def where(self) -> str:
@@ -196,6 +202,19 @@ def _origins(data: Mapping[str, Any], path: Path, kind: ModuleKind) -> tuple[Ori
     if kind is ModuleKind.CHAOS and raw != ["target"]:
         raise ValueError(f"{path}: chaos runs on the target only (x-from)")
     return tuple(Origin(v) for v in raw)
+
+
+#: What ``x-requires`` may name, and how the catalogue and lint say it.
+REQUIREMENTS = {
+    "selinux": "SELinux enabled (RHEL, Fedora, Rocky, Alma); Debian, Ubuntu and the chaosrun lab VMs have none",
+}
+
+
+def _requires(data: Mapping[str, Any], path: Path) -> tuple[str, ...]:
+    raw = data.get("x-requires", [])
+    if not isinstance(raw, list) or not all(r in REQUIREMENTS for r in raw):
+        raise ValueError(f"{path}: x-requires must be a list of {', '.join(map(repr, REQUIREMENTS))}")
+    return tuple(raw)
 
 
 def _unit(spec: Mapping[str, Any], path: Path, pname: str) -> str | None:
@@ -252,6 +271,7 @@ def parse_declaration(path: Path, *, name: str | None = None) -> ModuleDecl:
         results=results,
         path=path,
         origins=origins,
+        requires=_requires(data, path),
     )
 
 

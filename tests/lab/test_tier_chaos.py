@@ -172,6 +172,7 @@ class Tier:
     before: dict[str, str] = field(default_factory=dict)
     tls_before: x509.Certificate | None = None
     rebooted: bool = False
+    folder: Path = Path()
 
     @property
     def address(self) -> str:
@@ -271,7 +272,7 @@ def _gather(tier: Tier) -> dict[str, str]:
 def tier(lab_image: Image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
     folder = tmp_path_factory.mktemp("tier-chaos")
     with own_lab(lab_image, folder, "--port", "8080") as lab:
-        t = Tier(lab)
+        t = Tier(lab, folder=folder)
         t.sh(PREPARE)
         assert _wait(lambda: _answers(t.address, 8080)), "nginx answers on 8080 after the reload"
         t.before = _gather(t)
@@ -698,19 +699,23 @@ def documented_survival() -> dict[str, bool]:
     return out
 
 
-def chaos_modules() -> list[str]:
+def chaos_modules(*, on_debian: bool = True) -> list[str]:
+    """The chaos modules; with ``on_debian``, only those a Debian machine can take (not the
+    ones whose declaration ``x-requires`` what Debian has not: SELinux)."""
+    declared = {
+        p.parent.name: json.loads(p.read_text()) for p in (REPO / "chaos_go" / "modules").glob("*/params.schema.json")
+    }
     return sorted(
-        p.parent.name
-        for p in (REPO / "chaos_go" / "modules").glob("*/params.schema.json")
-        if json.loads(p.read_text()).get("x-kind") == "chaos"
+        name for name, d in declared.items() if d.get("x-kind") == "chaos" and not (on_debian and d.get("x-requires"))
     )
 
 
 def test_the_tier_checks_every_chaos_module_and_the_scenario_runs_each() -> None:
     assert sorted(CHECKS) == chaos_modules()
-    assert sorted(documented_survival()) == chaos_modules()
+    assert sorted(documented_survival()) == chaos_modules(on_debian=False)
     ran = {m.group(1) for m in re.finditer(r"chaos: (\w+)", SCENARIO)}
     assert ran == set(chaos_modules())
+    assert {m.group(1) for m in re.finditer(r"chaos: (\w+)", SELINUX)} == set(chaos_modules(on_debian=False)) - ran
 
 
 @pytest.mark.parametrize("module", chaos_modules())
@@ -721,3 +726,37 @@ def test_the_module_really_breaks_a_real_debian_machine(tier: Tier, module: str)
 @pytest.mark.parametrize("module", chaos_modules())
 def test_after_a_real_reboot_the_effect_is_there_or_gone_as_the_docs_say(rebooted: Tier, module: str) -> None:
     CHECKS[module].rebooted(rebooted, documented_survival()[module])
+
+
+#: The modules that need SELinux, on a machine without it (Debian's lab VM).
+SELINUX = """version: 1
+name: lab-tier-selinux
+monitor: { callback: tunnel }
+targets:
+  target: { host: 127.0.0.1 }
+steps:
+  - { id: label, target: target, chaos: selinux_context, with: { path: /etc/exam/mode.txt, type: user_home_t } }
+  - { id: boolean, target: target, chaos: selinux_boolean, with: { name: httpd_can_network_connect } }
+"""
+
+
+def test_the_modules_that_need_selinux_say_so_on_debian_and_change_nothing(tier: Tier) -> None:
+    folder = tier.folder
+    scenario = folder / "selinux.yml"
+    scenario.write_text(SELINUX)
+    lint = chaosrun("lint", str(scenario), cwd=folder, config=folder / "config")
+    assert lint.returncode == 0 and lint.stdout.count("needs SELinux enabled") == 2, lint.stdout
+    xattrs = "python3 -c 'import os; print(sorted(os.listxattr(\"/etc/exam/mode.txt\")))'"
+    before = tier.sh(xattrs)
+    done = chaosrun(
+        "run", str(scenario), "-i", str(tier.lab.inventory), "--plain", "--audit", "audit-selinux", "--format", "json",
+        cwd=folder, config=folder / "config", timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    (env,) = json.loads(done.stdout)["environments"]
+    failed = [step for step in env["steps"] if step["status"] == "failed"]
+    assert failed and failed[0]["id"] == "label", env["steps"]
+    for step in failed:
+        assert "SELinux is not enabled on this machine" in step["reason"], step
+    assert tier.sh(xattrs) == before == "[]"
+    assert tier.sh("ls /tmp | grep -c chaos || true") == "0", "no binary left behind"

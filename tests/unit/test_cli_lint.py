@@ -108,3 +108,30 @@ def test_the_installed_command_runs_lint_as_a_real_process(files: Path) -> None:
     assert proc.returncode == 1
     assert proc.stdout.splitlines()[0] == "bad.yaml:4:7: duplicate step id 'p' (used again at line 5)"
     assert proc.stderr == "3 errors in 1 file\n"
+
+
+SELINUX = """version: 1
+name: t
+targets:
+  web: { host: h }
+steps:
+  - { id: label, target: web, chaos: selinux_context, with: { path: /var/www/html, type: user_home_t } }
+  - { id: stop, target: web, chaos: stop_service, with: { service: nginx } }
+"""
+
+
+def test_a_module_that_needs_selinux_is_a_warning_at_its_step_not_an_error(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(SELINUX)
+    code, out, err = _run("lint", "s.yaml", cwd=tmp_path)
+    assert code == 0 and err == "ok: 1 file checked\n"
+    (line,) = out.splitlines()
+    assert line.startswith("s.yaml:6:38: warning: step 'label': selinux_context needs SELinux enabled"), line
+    assert "Debian, Ubuntu and the chaosrun lab VMs have none" in line and "fails and changes nothing" in line
+    code, out, _ = _run("lint", "--format", "json", "s.yaml", cwd=tmp_path)
+    report = json.loads(out)
+    assert code == 0 and report["ok"] and report["errors"] == []
+    ((warning),) = report["warnings"]
+    assert (warning["line"], warning["col"]) == (6, 38) and "selinux_context needs SELinux" in warning["message"]
+    # and run says it too, before it connects anywhere (here: the missing inventory stops it)
+    code, _, err = _run("plan", "s.yaml", cwd=tmp_path)
+    assert "chaosrun: s.yaml:6:38: warning: step 'label': selinux_context needs SELinux" in err, err

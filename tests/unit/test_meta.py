@@ -29,6 +29,7 @@ TOP_KEYS = {
     "x-kind",
     "x-rank",
     "x-from",
+    "x-requires",
     "type",
     "properties",
     "required",
@@ -79,6 +80,7 @@ def test_the_documented_subset_is_what_this_test_enforces() -> None:
         "x-from",
         "x-unit",
         "x-regex",
+        "x-requires",
     ):
         assert word in doc, word
 
