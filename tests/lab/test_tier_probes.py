@@ -54,6 +54,10 @@ rm /etc/sysctl.d/60-exam.conf  # the value stays 10 until the next boot
 dpkg --remove --force-depends nginx >/dev/null 2>&1
 crontab -u candidate -r
 mount -o remount,ro /srv/data
+nft add table inet exam && nft add chain inet exam input '{ type filter hook input priority 0; }'
+nft add rule inet exam input tcp dport 80 drop
+printf 'flush ruleset\ntable inet filter {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 80 drop\n }\n}\n' > /etc/nftables.conf
+systemctl enable nftables 2>/dev/null
 sed -i 's#^/var/lib/exam-data.img #UUID=0b6f2c1e-6c7a-4d55-9f5e-2a1f0e1d9c11 #' /etc/fstab
 """
 
@@ -101,6 +105,12 @@ verify:
     probe: mount
     with: {{ path: /srv/data }}
     expect: result.mounted and not result.read_only and result.fstype == "ext4" and result.fstab_ok
+    points: 1
+  - id: firewall
+    target: target
+    probe: firewall
+    with: {{ port: 80 }}
+    expect: result.open and result.boot_open
     points: 1
   - {{ id: disk_free, target: target, probe: disk_free, with: {{ path: /srv/data }}, expect: result.free_mb > 20, points: 1 }}
   - id: command
@@ -213,11 +223,14 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
     assert (account["uid"], account["shell"]) == (int(_sh(lab, "id -u candidate")), "/bin/bash")
     assert sorted(account["groups"]) == sorted(_sh(lab, "id -Gn candidate").split())
     assert account["has_password"] and account["expires"] == ""
+    fw = good["firewall"]["result"]
+    assert (fw["verdict"], fw["boot_enabled"], fw["reason"]) == ("accept", False, ""), fw
     mount = good["mount"]["result"]
     assert (mount["source"], mount["fstab_options"]) == (_sh(lab, "findmnt -no SOURCE /srv/data"), "loop")
     assert ",".join(mount["options"]).startswith(_sh(lab, "findmnt -no VFS-OPTIONS /srv/data")), mount
 
     _sh(lab, BAD)
+    live = _sh(lab, "nft list ruleset")
     bad = _verify(lab, tmp_path)
     assert {k: s["points"] for k, s in bad.items()} == dict.fromkeys(bad, 0), json.dumps(bad, indent=1)
     assert bad["file_contains"]["result"]["exists"] and not bad["file_contains"]["result"]["matches"]
@@ -229,6 +242,10 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
     assert (bad["package"]["result"]["status"], bad["package"]["result"]["version"]) == ("", "")
     assert _sh(lab, "dpkg-query -W -f '${Status}' nginx 2>&1 || true").endswith("not-installed")
     assert bad["account"]["result"]["expired"] and bad["account"]["result"]["expires"] == "1970-01-02"
+    fw = bad["firewall"]["result"]
+    assert (fw["verdict"], fw["rule"], fw["boot_enabled"]) == ("drop", "inet exam input handle 2", True), fw
+    assert (fw["boot_verdict"], fw["boot_rule"]) == ("drop", "inet filter input handle 2"), fw
+    assert _sh(lab, "nft list ruleset") == live, "judging the boot file left the live ruleset as it was"
     mount = bad["mount"]["result"]
     assert mount["mounted"] and mount["read_only"] and not mount["fstab_ok"], mount
     assert any(e.startswith("/srv/data: ") and "0b6f2c1e" in e for e in mount["fstab_errors"]), mount
