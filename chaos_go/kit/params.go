@@ -35,6 +35,7 @@ type property struct {
 	Pattern     string
 	Default     any
 	Items       *property
+	Values      *property // an object's additionalProperties: a map of strings
 
 	re *regexp.Regexp
 }
@@ -120,6 +121,7 @@ func parseProperty(name string, m map[string]any) (*property, error) {
 		p.Enum = f.array("enum")
 	}
 	items := f.object("items")
+	values := f.object("additionalProperties")
 	if f.err != nil {
 		return nil, fmt.Errorf("%s: %w", name, f.err)
 	}
@@ -130,12 +132,26 @@ func parseProperty(name string, m map[string]any) (*property, error) {
 		}
 		p.Items = it
 	}
+	if values != nil {
+		v, err := parseProperty(name+"{}", values)
+		if err != nil {
+			return nil, err
+		}
+		p.Values = v
+	}
 	return p, nil
 }
 
 func (p *property) compile(name string) error {
 	switch p.Type {
 	case "string", "integer", "number", "boolean":
+	case "object":
+		if p.Values == nil || p.Values.Type != "string" {
+			return fmt.Errorf("%s: an object parameter is a map of strings: additionalProperties {\"type\": \"string\"}", name)
+		}
+		if err := p.Values.compile(name + "{}"); err != nil {
+			return err
+		}
 	case "array":
 		if p.Items == nil {
 			return fmt.Errorf("%s: array without items", name)
@@ -209,6 +225,20 @@ func (p *property) check(name string, v any) (any, error) {
 				return nil, err
 			}
 			norm[i] = n
+		}
+		out = norm
+	case "object":
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%s: got %s; want an object", name, describe(v))
+		}
+		norm := make(map[string]any, len(m))
+		for _, k := range sortedKeys(m) {
+			n, err := p.Values.check(name+"."+k, m[k])
+			if err != nil {
+				return nil, err
+			}
+			norm[k] = n
 		}
 		out = norm
 	}
@@ -519,6 +549,20 @@ func (p Params) Strings(name string) []string {
 		} else {
 			out[i] = fmt.Sprint(item)
 		}
+	}
+	return out
+}
+
+// StringMap returns an object parameter (a map of strings), or nil.
+func (p Params) StringMap(name string) map[string]string {
+	v, _ := p.get(name, "object")
+	m, _ := v.(map[string]any)
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, item := range m {
+		out[k], _ = item.(string)
 	}
 	return out
 }

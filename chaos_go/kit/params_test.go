@@ -18,7 +18,8 @@ var testDeclaration = []byte(`{
     "force":   {"type": "boolean", "default": false, "description": "Force."},
     "servers": {"type": "array", "items": {"type": "string", "pattern": "^[0-9.]+$"}, "description": "Servers."},
     "ports":   {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 65535}, "description": "Ports."},
-    "level":   {"type": "integer", "enum": [1, 2, 3], "description": "Level."}
+    "level":   {"type": "integer", "enum": [1, 2, 3], "description": "Level."},
+    "headers": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^[^\\n]*$"}, "description": "Headers."}
   },
   "required": ["path", "size_mb"],
   "additionalProperties": false
@@ -50,6 +51,10 @@ func TestNewParamsValidation(t *testing.T) {
 		{"array item type", `{"path": "/x", "size_mb": 1, "servers": ["1.1.1.1", 8]}`, []string{"servers[1]: got 8; want a string"}},
 		{"array item pattern", `{"path": "/x", "size_mb": 1, "servers": ["dns"]}`, []string{`servers[0]: "dns" does not match`}},
 		{"array item range", `{"path": "/x", "size_mb": 1, "ports": [0]}`, []string{"ports[0]: 0 is less than the minimum 1"}},
+		{"object of strings", `{"path": "/x", "size_mb": 1, "headers": {"Host": "lab", "X-A": ""}}`, nil},
+		{"object type", `{"path": "/x", "size_mb": 1, "headers": ["Host"]}`, []string{"headers: got an array; want an object"}},
+		{"object value type", `{"path": "/x", "size_mb": 1, "headers": {"Host": 8}}`, []string{"headers.Host: got 8; want a string"}},
+		{"object value pattern", `{"path": "/x", "size_mb": 1, "headers": {"Host": "a\nb"}}`, []string{`headers.Host: "a\nb" does not match`}},
 		{"every error reported", `{"size_mb": 0, "bogus": 1}`, []string{"bogus: unknown", "size_mb: 0 is less", "path: required"}},
 	}
 	for _, c := range cases {
@@ -133,7 +138,8 @@ func TestParamsPanicsOnUndeclaredName(t *testing.T) {
 
 func TestNewParamsRejectsBadDeclarations(t *testing.T) {
 	cases := []struct{ decl, want string }{
-		{`{"properties": {"a": {"type": "object"}}}`, `a: unsupported type "object"`},
+		{`{"properties": {"a": {"type": "object"}}}`, `a: an object parameter is a map of strings`},
+		{`{"properties": {"a": {"type": "object", "additionalProperties": {"type": "integer"}}}}`, `a: an object parameter is a map of strings`},
 		{`{"properties": {"a": {"type": "string", "pattern": "("}}}`, "a: pattern"},
 		{`{"properties": {"a": {"type": "integer", "default": "x"}}}`, `default of a: got "x"; want an integer`},
 		{`{"properties": {"a": {"type": "array"}}}`, "a: array without items"},

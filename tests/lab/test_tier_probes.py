@@ -126,6 +126,12 @@ verify:
     with: {{ port: 80, expect_status: 200, body_pattern: "nginx", timeout_ms: 8000 }}
     expect: result.status_matches and result.body_matches
     points: 1
+  - id: http_target
+    target: target
+    probe: http
+    with: {{ port: 80, body_pattern: "Welcome to nginx" }}
+    expect: result.status_matches and result.body_matches and startswith(result.headers.server, "nginx")
+    points: 1
   - id: port_open_monitor
     target: target
     from: monitor
@@ -189,6 +195,7 @@ def test_every_probe_is_graded_on_the_real_machine() -> None:
     graded = set(re.findall(r"probe: (\w+)", SCENARIO))
     assert graded == set(_probes())
     assert "from: monitor\n    probe: http" in SCENARIO and "from: monitor\n    probe: port_open" in SCENARIO
+    assert "id: http_target\n    target: target\n    probe: http" in SCENARIO  # and on the target
 
 
 def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it_is_not(

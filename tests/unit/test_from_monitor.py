@@ -85,10 +85,10 @@ def test_from_monitor_on_a_probe_that_runs_only_on_the_target_points_at_the_from
 def test_a_probe_that_runs_only_from_the_monitor_needs_from_monitor() -> None:
     assert lint("""\
         verify:
-          - { id: a, probe: http, with: { port: 80 } }
+          - { id: a, probe: ssh_login, with: { user: u, identity: k, known_hosts: h }, expect: true }
           - { id: b, probe: dns, from: target, with: { name: x } }
         """) == [
-        "6:21: http runs only from the monitor; write 'from: monitor'",
+        "6:21: ssh_login runs only from the monitor; write 'from: monitor'",
         "7:26: dns runs only from the monitor; write 'from: monitor'",
     ]
 

@@ -38,9 +38,10 @@ TOP_KEYS = {
 }
 PARAM_KEYS = {"type", "enum", "minimum", "maximum", "pattern", "default", "description", "items"}
 PARAM_KEYS |= {"x-unit", "x-regex"}  # a duration's unit; an RE2 pattern lint compiles
-ITEM_KEYS = PARAM_KEYS - {"default", "description", "items", "x-unit"}
+PARAM_KEYS |= {"additionalProperties"}  # an object parameter: a map of strings
+ITEM_KEYS = PARAM_KEYS - {"default", "description", "items", "x-unit", "additionalProperties"}
 RESULT_KEYS = {"type", "description", "items"}
-TYPES = {"string", "integer", "number", "boolean", "array"}
+TYPES = {"string", "integer", "number", "boolean", "array", "object"}
 PY_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "integer": (int,),
@@ -158,6 +159,12 @@ def test_declaration_uses_only_the_documented_subset(folder: Path) -> None:
             assert set(items) <= ITEM_KEYS, (where, set(items) - ITEM_KEYS)
         else:
             assert "items" not in spec, where
+        if spec["type"] == "object":
+            values = spec.get("additionalProperties")
+            assert isinstance(values, dict) and values.get("type") == "string", f"{where}: a map of strings"
+            assert set(values) <= ITEM_KEYS, (where, set(values) - ITEM_KEYS)
+        else:
+            assert "additionalProperties" not in spec, where
         if "pattern" in spec:
             re.compile(spec["pattern"])
         for value in spec.get("enum", []):

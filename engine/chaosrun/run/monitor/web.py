@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from ...regex import RegexError, compile_re2
 from . import certs
 from .common import Answer, ProbeCall, ProbeError, host_port, os_reason, since
 
@@ -192,9 +193,9 @@ async def http(call: ProbeCall) -> Answer:
         ProbeError: a bad ``body_pattern``, ``ca_file`` or header.
     """
     pattern_text = call.params.get("body_pattern")
-    try:
-        pattern = re.compile(str(pattern_text)) if pattern_text is not None else None
-    except re.error as exc:
+    try:  # RE2, as on the target and in lint
+        pattern = compile_re2(str(pattern_text)) if pattern_text is not None else None
+    except RegexError as exc:
         raise ProbeError(f"body_pattern: {exc}") from None
     ca_file = call.path("ca_file")
     cap, port = int(call.params.get("max_body", 65536)), port_of(call)
