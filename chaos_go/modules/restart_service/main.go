@@ -6,6 +6,8 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"strings"
+	"time"
 
 	"chaosrun/chaos_go/kit"
 	"chaosrun/chaos_go/kit/sysexec"
@@ -50,13 +52,23 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		}
 	}
 	active, _ := systemd.State(ctx, systemctl, "is-active", service)
-	if runErr != nil {
+	succeeded := runErr == nil
+	if succeeded && (action == "restart" || action == "start") {
+		// A simple service "starts" when systemd has forked it: a start command that is not
+		// there, or that dies at once, fails a moment later. Watch it for that moment.
+		active = settle(ctx, systemctl, service, active)
+		if active == "failed" || active == "inactive" {
+			succeeded = false
+			message = fmt.Sprintf("%s is %s right after the %s (%s)", service, active, action, endReason(ctx, systemctl, service))
+		}
+	}
+	if !succeeded {
 		r.Logf("systemctl %s %s failed: %s (now %s)", action, service, message, active)
 	} else {
 		r.Logf("systemctl %s %s: %s -> %s", action, service, wasActive, active)
 	}
 	r.Set("service", service)
-	r.Set("succeeded", runErr == nil)
+	r.Set("succeeded", succeeded)
 	r.Set("message", message)
 	r.Set("before_active", wasActive)
 	r.Set("active", active)
@@ -70,10 +82,39 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		Action: "systemctl_" + action,
 		Path:   service,
 		Before: map[string]any{"active": wasActive},
-		After:  map[string]any{"active": active, "succeeded": runErr == nil},
+		After:  map[string]any{"active": active, "succeeded": succeeded},
 		Detail: map[string]any{"argv": argv, "undo": undo},
 	})
 	return nil
+}
+
+// settleTime is how long a started service is watched for failing at once.
+const settleTime = 1500 * time.Millisecond
+
+// settle polls is-active until the unit leaves activating/active for failed or inactive,
+// or settleTime passes; it returns the last state.
+func settle(ctx context.Context, systemctl, service, state string) string {
+	deadline := time.Now().Add(settleTime)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return state
+		case <-time.After(100 * time.Millisecond):
+		}
+		if state, _ = systemd.State(ctx, systemctl, "is-active", service); state == "failed" || state == "inactive" {
+			return state
+		}
+	}
+	return state
+}
+
+// endReason is systemd's account of the service's end: its Result and the main process's status.
+func endReason(ctx context.Context, systemctl, service string) string {
+	out, _, err := sysexec.Run(ctx, []string{systemctl, "show", "--property=Result,ExecMainCode,ExecMainStatus", "--", service}, "")
+	if err != nil {
+		return "systemctl show failed"
+	}
+	return strings.Join(strings.Fields(out), ", ")
 }
 
 func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

@@ -28,7 +28,9 @@ start|restart)
 	if [ -e "$D/broken" ]; then echo failed > "$D/state"
 		echo "Job for $2.service failed because the control process exited with error code." >&2
 		echo "See \"systemctl status $2.service\" and \"journalctl -xeu $2.service\" for details." >&2; exit 1; fi
+	if [ -e "$D/dies" ]; then echo failed > "$D/state"; exit 0; fi
 	echo active > "$D/state" ;;
+show) echo "Result=exit-code"; echo "ExecMainCode=1"; echo "ExecMainStatus=203" ;;
 *) echo "Unknown command verb $1." >&2; exit 1 ;;
 esac
 `
@@ -91,5 +93,24 @@ func TestAnOptionIsNeverAUnitName(t *testing.T) {
 	}
 	if err := run(context.Background(), p, kit.NewTestReport()); err == nil || !strings.Contains(err.Error(), "not a unit name") {
 		t.Errorf("run = %v", err)
+	}
+}
+
+// A simple service whose start command is not there: systemctl start returns 0 once it has
+// forked, and the unit fails a moment later; that is a failed start too.
+func TestAServiceThatDiesRightAfterItsStartIsAFailedStart(t *testing.T) {
+	systemctl, dir := fakeSystemctl(t)
+	os.WriteFile(filepath.Join(dir, "dies"), nil, 0o644)
+	r := kit.NewTestReport()
+	p := moduletest.Params(t, declaration, `{"service": "exam-web", "systemctl_path": "`+systemctl+`"}`)
+	if err := run(context.Background(), p, r); err != nil {
+		t.Fatal(err)
+	}
+	res := r.Result()
+	if res["succeeded"] != false || res["active"] != "failed" {
+		t.Errorf("result = %v", res)
+	}
+	if msg := res["message"].(string); msg != "exam-web is failed right after the restart (Result=exit-code, ExecMainCode=1, ExecMainStatus=203)" {
+		t.Errorf("message = %q", msg)
 	}
 }
