@@ -55,7 +55,7 @@ dpkg --remove --force-depends nginx >/dev/null 2>&1
 crontab -u candidate -r
 mount -o remount,ro /srv/data
 nft add table inet exam && nft add chain inet exam input '{ type filter hook input priority 0; }'
-nft add rule inet exam input tcp dport 80 drop
+nft add rule inet exam input tcp dport 80 reject with tcp reset  # not drop: qemu's user network would accept for the VM
 printf 'flush ruleset\ntable inet filter {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 80 drop\n }\n}\n' > /etc/nftables.conf
 systemctl enable nftables 2>/dev/null
 sed -i 's#^/var/lib/exam-data.img #UUID=0b6f2c1e-6c7a-4d55-9f5e-2a1f0e1d9c11 #' /etc/fstab
@@ -250,7 +250,8 @@ def test_every_probe_gives_its_points_where_the_state_is_right_and_none_where_it
     assert _sh(lab, "dpkg-query -W -f '${Status}' nginx 2>&1 || true").endswith("not-installed")
     assert bad["account"]["result"]["expired"] and bad["account"]["result"]["expires"] == "1970-01-02"
     fw = bad["firewall"]["result"]
-    assert (fw["verdict"], fw["rule"], fw["boot_enabled"]) == ("drop", "inet exam input handle 2", True), fw
+    (handle,) = re.findall(r"reject with tcp reset # handle (\d+)", _sh(lab, "nft -a list chain inet exam input"))
+    assert (fw["verdict"], fw["rule"], fw["boot_enabled"]) == ("reject", f"inet exam input handle {handle}", True), fw
     assert (fw["boot_verdict"], fw["boot_rule"]) == ("drop", "inet filter input handle 2"), fw
     assert _sh(lab, "nft list ruleset") == live, "judging the boot file left the live ruleset as it was"
     mount = bad["mount"]["result"]
