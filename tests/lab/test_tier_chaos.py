@@ -76,7 +76,7 @@ install -d -o exam4 -g exam4 -m 0700 /home/exam4/.ssh
 install -o exam4 -g exam4 -m 0600 /home/candidate/.ssh/authorized_keys /home/exam4/.ssh/authorized_keys
 # services of the exam's own: one stop_service disables, one broken by a drop-in and
 # restarted, one limited by a drop-in, one started only by restart_service
-for s in idle web lim once; do cat > /etc/systemd/system/exam-$s.service <<EOF
+for s in idle web lim once dep; do cat > /etc/systemd/system/exam-$s.service <<EOF
 [Unit]
 Description=exam $s
 [Service]
@@ -85,7 +85,7 @@ ExecStart=/bin/bash -c 'exec -a exam-$s sleep infinity'
 WantedBy=multi-user.target
 EOF
 done
-systemctl daemon-reload && systemctl enable --now exam-idle exam-web exam-lim
+systemctl daemon-reload && systemctl enable --now exam-idle exam-web exam-lim exam-dep
 # a small volume in fstab that fstab_entry breaks, and one that remount_ro makes read-only
 truncate -s 16M /var/lib/exam-fstab.img && mkfs.ext4 -q -F /var/lib/exam-fstab.img
 truncate -s 16M /var/lib/exam-ro.img && mkfs.ext4 -q -F /var/lib/exam-ro.img
@@ -106,6 +106,8 @@ steps:
   - { id: restart_broken, target: target, chaos: restart_service, with: { service: exam-web } }
   - { id: unit_override_nofile, target: target, chaos: unit_override, with: { service: exam-lim, fault: nofile, value: "64" } }
   - { id: restart_lim, target: target, chaos: restart_service, with: { service: exam-lim } }
+  - { id: unit_override_dep, target: target, chaos: unit_override, with: { service: exam-dep, fault: missing_dependency } }
+  - { id: restart_dep, target: target, chaos: restart_service, with: { service: exam-dep } }
   - { id: restart_service, target: target, chaos: restart_service, with: { service: exam-once, action: start } }
   - id: rogue_process
     target: target
@@ -233,7 +235,7 @@ def _wait(predicate: Callable[[], bool], seconds: float = 60) -> bool:
 #: What the run is checked against, gathered before it: ``name: command`` (stdout kept).
 BEFORE = {
     "idle": "systemctl is-active exam-idle; systemctl is-enabled exam-idle",
-    "web": "systemctl is-active exam-web",
+    "web": "systemctl is-active exam-web; systemctl is-active exam-dep",
     "lim": "awk '/open files/ {print $4}' /proc/$(systemctl show -P MainPID exam-lim)/limits",
     "once": "systemctl is-active exam-once || true",
     "lockable": "flock -n /var/lib/exam/lock true; echo exit=$?",
@@ -332,7 +334,7 @@ def stop_service_rebooted(t: Tier, survives: bool) -> None:
 
 def unit_override_now(t: Tier) -> None:
     # a drop-in with a start command that is not there, then a restart: it fails as on a real box
-    assert t.before["web"] == "active"
+    assert t.before["web"].split() == ["active", "active"]
     assert "ExecStart=/usr/sbin/exam-web-daemon" in t.sh("systemctl cat exam-web")
     assert t.sh("systemctl is-active exam-web || true") == "failed"
     assert "exam-web-daemon" in t.sh("journalctl -u exam-web -n 20 --no-pager")
@@ -341,6 +343,10 @@ def unit_override_now(t: Tier) -> None:
     # a simple service "starts" once forked: systemd's own account says why it failed then
     assert broken["message"].startswith("exam-web is failed right after the restart"), broken
     assert "ExecMainStatus=203" in broken["message"], broken  # 203: the exec itself failed
+    # a dependency that does not exist: systemd refuses the start, in its own words
+    dep = t.result("restart_dep")
+    assert dep["succeeded"] is False and "exam-dep-backend.service not found" in dep["message"], dep
+    assert t.sh("systemctl is-active exam-dep || true") != "active"
     # LimitNOFILE in a drop-in, picked up by the restart: the kernel's limit of the new process
     assert t.before["lim"] != "64"
     assert t.sh("awk '/open files/ {print $4}' /proc/$(systemctl show -P MainPID exam-lim)/limits") == "64"
