@@ -175,8 +175,16 @@ def _run(args: argparse.Namespace, section: Section) -> int:
     from .run.runner import RunOptions
 
     scenario, inventory = _load(args)
-    seed = args.seed if args.seed is not None else new_seed()
+    seed = args.seed
+    if seed is None and getattr(args, "limit", None):
+        from .limit import past_seed
+
+        if (seed := past_seed(args.limit, Path(args.audit))) is not None:
+            print(f"chaosrun: seed {seed}, the past run's (--limit {args.limit}; --seed to choose)", file=sys.stderr)
+    seed = seed if seed is not None else new_seed()
     plan = build_plan(scenario, seed=seed, inventory=inventory)
+    if getattr(args, "limit", None):
+        plan = _limited(plan, args.limit, Path(args.audit))
     limit = raise_fd_limit()
     if limit < 4 * min(args.parallel, len(plan.environments)) + 64:
         print(
@@ -201,6 +209,20 @@ def _run(args: argparse.Namespace, section: Section) -> int:
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _limited(plan: Any, pattern: str, audit_dir: Path) -> Any:
+    """The plan with only the environments ``--limit`` selects (its picks made on all of
+    them, so each keeps the fault it had), said on stderr."""
+    from .limit import select
+
+    names = [e.name for e in plan.environments]
+    chosen = set(select(names, pattern, audit_dir))
+    shown = ", ".join(n for n in names if n in chosen)
+    if len(shown) > 200:
+        shown = shown[:197] + "..."
+    print(f"chaosrun: --limit {pattern}: {len(chosen)} of {len(names)} environments ({shown})", file=sys.stderr)
+    return dataclasses.replace(plan, environments=tuple(e for e in plan.environments if e.name in chosen))
 
 
 def report_as_json(report: Any) -> dict[str, Any]:
@@ -419,6 +441,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--parallel", type=int, default=50, metavar="N", help="environments at once (50)")
         p.add_argument("--audit", metavar="DIR", default="audit", help="directory for the audit log (./audit)")
         p.add_argument("--plain", action="store_true", help="plain log lines instead of the live table")
+        p.add_argument(
+            "--limit",
+            metavar="PATTERN",
+            help="only these environments: names, globs, a comma list, @failed or @suspect (of the newest audit log)",
+        )
         p.add_argument(
             "--key",
             metavar="PATH",
