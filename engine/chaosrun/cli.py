@@ -201,14 +201,28 @@ def _run(args: argparse.Namespace, section: Section) -> int:
         reboot=getattr(args, "reboot", False),
         boot_timeout=_duration_arg("--boot-timeout", getattr(args, "boot_timeout", "300s")),
     )
-    as_json = getattr(args, "format", "text") == "json"
-    console = None if as_json else Console(highlight=False)
-    report = run_section(plan, options, plain=args.plain or as_json, console=console)
-    if as_json:
-        print(json.dumps(report_as_json(report), indent=2))
+    fmt = getattr(args, "format", "text")
+    console = None if fmt != "text" else Console(highlight=False)
+    report = run_section(plan, options, plain=args.plain or fmt != "text", console=console)
+    if fmt != "text":
+        print(_formatted(report_as_json(report), fmt), end="")
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+#: ``--format`` of run and verify: the live table and summary, or a report at the end.
+REPORT_FORMATS = ("text", "json", "csv", "junit")
+
+
+def _formatted(report: dict[str, Any], fmt: str) -> str:
+    from .reports import report_as_csv, report_as_junit
+
+    if fmt == "csv":
+        return report_as_csv(report)
+    if fmt == "junit":
+        return report_as_junit(report)
+    return json.dumps(report, indent=2) + "\n"
 
 
 def _limited(plan: Any, pattern: str, audit_dir: Path) -> Any:
@@ -465,13 +479,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="inject the scenario's steps")
     scenario_args(p)
     runtime_args(p)
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=REPORT_FORMATS, default="text", help="the report at the end (text)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("verify", help="run the verify probes and print points")
     scenario_args(p)
     runtime_args(p)
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=REPORT_FORMATS, default="text", help="the report at the end (text)")
     p.add_argument(
         "--strict", action="store_true", help="an environment whose integrity is suspect scores 0, with the reason"
     )
