@@ -281,3 +281,31 @@ async def test_a_private_key_whose_pub_beside_it_is_another_key_is_a_usage_error
     assert out == ""
     assert err.startswith(f"chaosrun: {key_path} holds key ") and f"but {beside} beside it holds key " in err
     assert len(err.splitlines()) == 1
+
+
+async def test_a_log_never_sealed_says_where_its_run_stopped(tmp_path: Path) -> None:
+    """A monitor killed mid-run leaves a log without a seal (or with half a line): verify
+    names the run, the last record, the steps started and not ended, and the environments
+    that never finished, so an operator knows what may have been applied where."""
+    key = load_or_create_key(tmp_path / "keys" / "monitor_ed25519")
+    async with open_audit(tmp_path / "audit", "run-7", key=key) as log:
+        plan = {"environments": [{"name": "cand-1"}, {"name": "cand-2"}, {"name": "cand-3"}]}
+        await log.record("run_start", seed=1, plan=plan)
+        for env in ("cand-1", "cand-2", "cand-3"):
+            await log.record("step_start", env=env, step="fill")
+        await log.record("step_end", env="cand-1", step="fill", status="ok")
+        await log.record("env_end", env="cand-1", ok=True)
+        await log.record("step_start", env="cand-2", step="kill")
+        await log.record("step_end", env="cand-2", step="fill", status="ok")
+        await log.record("run_end", ok=False)
+    lines = log.path.read_text().splitlines()[:-2]  # killed before run_end and the seal
+    _rewrite(log.path, lines)
+    verdict = verify_file(log.path)
+    assert not verdict.ok and "log ends without its signed seal record" in verdict.message
+    assert "; run run-7, last record seq 7 (step_end at " in verdict.message, verdict.message
+    assert "; steps in flight: cand-2/kill, cand-3/fill;" in verdict.message
+    assert verdict.message.endswith("; environments not finished: 2 of 3 (cand-2, cand-3)")
+    log.path.write_text("\n".join(lines)[:-15])  # and cut mid-line
+    verdict = verify_file(log.path)
+    assert "truncated record (no newline at end of file); run run-7, last record seq 6" in verdict.message
+    assert "steps in flight: cand-2/fill, cand-2/kill, cand-3/fill;" in verdict.message  # its end was cut off

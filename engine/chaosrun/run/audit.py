@@ -249,6 +249,44 @@ class Verdict:
     untrusted: bool = False
 
 
+def _is_json(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _where_it_stopped(records: list[dict[str, Any]]) -> str:
+    """For a log that was never sealed: its run, its last record, and what was under way
+    then (steps started and not ended, environments not ended), so an operator knows what
+    may have been applied on which machine."""
+    if not records:
+        return ""
+    last = records[-1]
+    running: dict[str, list[str]] = {}
+    ended_envs = set()
+    planned: list[str] = []
+    for r in records:
+        event, env, step = r.get("event"), r.get("env"), r.get("step")
+        if event == "run_start":
+            planned = [str(e.get("name")) for e in r.get("plan", {}).get("environments", []) if isinstance(e, dict)]
+        elif event == "step_start" and isinstance(env, str) and isinstance(step, str):
+            running.setdefault(env, []).append(step)
+        elif event == "step_end" and isinstance(env, str) and step in running.get(env, []):
+            running[env].remove(step)
+        elif event == "env_end" and isinstance(env, str):
+            ended_envs.add(env)
+    in_flight = [f"{env}/{step}" for env, steps in running.items() for step in steps]
+    unfinished = [e for e in planned if e not in ended_envs]
+    said = f"; run {records[0].get('run', '?')}, last record seq {last.get('seq')}"
+    said += f" ({last.get('event')} at {last.get('ts')})"
+    said += f"; steps in flight: {', '.join(in_flight[:20]) or 'none'}" + (" ..." if len(in_flight) > 20 else "")
+    if unfinished:
+        said += f"; environments not finished: {len(unfinished)} of {len(planned)} ({', '.join(unfinished[:10])}"
+        said += " ...)" if len(unfinished) > 10 else ")"
+    return said
+
+
 def verify_file(path: Path, trusted: Ed25519PublicKey | None = None) -> Verdict:
     """Check the hash chain and the seal of an audit log; name the first record where
     it breaks. With ``trusted``, the seal must be signed by that key.
@@ -265,11 +303,16 @@ def verify_file(path: Path, trusted: Ed25519PublicKey | None = None) -> Verdict:
         return Verdict(False, 0, f"{path}: empty audit log")
     if not data.endswith(b"\n"):
         lines = data.split(b"\n")
+        whole = [json.loads(x) for x in lines[:-1] if _is_json(x)]
         return Verdict(
-            False, len(lines) - 1, f"{path}:{len(lines)}: truncated record (no newline at end of file)", len(lines)
+            False,
+            len(lines) - 1,
+            f"{path}:{len(lines)}: truncated record (no newline at end of file){_where_it_stopped(whole)}",
+            len(lines),
         )
     prev = GENESIS
     lines = data[:-1].split(b"\n")
+    records: list[dict[str, Any]] = []
     for number, line in enumerate(lines, start=1):
         try:
             record = json.loads(line)
@@ -293,10 +336,15 @@ def verify_file(path: Path, trusted: Ed25519PublicKey | None = None) -> Verdict:
                 number,
             )
         last_prev, prev = prev, line_hash(line)
+        records.append(record)
     n = len(lines)
     if record.get("event") != "seal":
         return Verdict(
-            False, n, f"{path}:{n}: log ends without its signed seal record: truncated, or the run is still going", n
+            False,
+            n,
+            f"{path}:{n}: log ends without its signed seal record: truncated, or the run is still going"
+            + _where_it_stopped(records),
+            n,
         )
     if n < 2 or json.loads(lines[-2]).get("event") != "run_end":
         return Verdict(False, n, f"{path}:{n}: the seal does not follow a run_end record", n)
