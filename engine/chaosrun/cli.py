@@ -203,12 +203,61 @@ def _run(args: argparse.Namespace, section: Section) -> int:
     )
     fmt = getattr(args, "format", "text")
     console = None if fmt != "text" else Console(highlight=False)
-    report = run_section(plan, options, plain=args.plain or fmt != "text", console=console)
-    if fmt != "text":
-        print(_formatted(report_as_json(report), fmt), end="")
+    if getattr(args, "watch", None):
+        report = _watch(args, plan, options, fmt, console)
+    else:
+        report = run_section(plan, options, plain=args.plain or fmt != "text", console=console)
+        if fmt != "text":
+            print(_formatted(report_as_json(report), fmt), end="")
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _watch(args: argparse.Namespace, plan: Any, options: Any, fmt: str, console: Any) -> Any:
+    """``verify --watch``: passes until ``--until``; the last pass's report with each probe's
+    time to fix, printed as ``--format`` says."""
+    from .run.progress import print_summary
+    from .watch import clock_starts, run_watch, watch_as_json
+
+    if options.reboot:
+        raise UsageError("--watch grades the machines as they are; it does not take --reboot")
+    interval = _duration_arg("--watch", args.watch)
+    until = _duration_arg("--until", args.until)
+    clock, source = clock_starts(Path(args.audit), Path(args.since) if args.since else None)
+    if not source:
+        print("chaosrun: no run log in the audit folder: the exam clock starts with the watch", file=sys.stderr)
+
+    def one_pass(p: Any, o: Any) -> Any:
+        return run_section(p, o, plain=True)
+
+    watch = run_watch(
+        plan, options, interval=interval, until=until, clock=clock, clock_source=source, run_pass=one_pass,
+        log=sys.stderr,
+    )  # fmt: skip
+    report = watch.last
+    data = report_as_json(report)
+    for env in data["environments"]:
+        for step in env["steps"]:
+            step["time_to_fix"] = watch.time_to_fix(env["name"], step["id"])
+    data["watch"] = watch_as_json(watch)
+    if fmt != "text":
+        print(_formatted(data, fmt), end="")
+        return report
+    print_summary(report, console)
+    for (env_name, step_id), w in sorted(watch.probes.items()):
+        fixed = watch.time_to_fix(env_name, step_id)
+        said = "never passed" if fixed is None else f"fixed after {_clock(fixed)}"
+        if w.regressed:
+            said += ", then failed again" + (" (passing at the end)" if w.passing else "")
+        console.print(f"{env_name} {step_id}: {said}")
+    return report
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 #: ``--format`` of run and verify: the live table and summary, or a report at the end.
@@ -490,6 +539,9 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="an environment whose integrity is suspect scores 0, with the reason"
     )
     p.add_argument("--reboot", action="store_true", help="reboot every target, wait until it is back, then grade")
+    p.add_argument("--watch", metavar="INTERVAL", help="grade again every INTERVAL (30s): each probe's time to fix")
+    p.add_argument("--until", metavar="DURATION", default="2h", help="with --watch: how long to watch (2h)")
+    p.add_argument("--since", metavar="AUDIT.jsonl", help="with --watch: the run whose end starts each exam clock")
     p.add_argument(
         "--boot-timeout",
         default="300s",

@@ -22,6 +22,7 @@ CSV_COLUMNS = (
     "integrity",
     "signals",
     "zeroed",
+    "time_to_fix",
 )
 
 
@@ -39,6 +40,7 @@ def report_as_csv(report: Mapping[str, Any]) -> str:
         signals = " ".join(s.get("signal", "") for s in env.get("signals", []))
         common = [env.get("integrity", ""), signals, "yes" if env.get("zeroed") else ""]
         for step in env["steps"] or [{"id": "", "status": "", "points": None, "max_points": None, "reason": ""}]:
+            fixed = step.get("time_to_fix")
             writer.writerow(
                 [
                     env["name"],
@@ -48,6 +50,7 @@ def report_as_csv(report: Mapping[str, Any]) -> str:
                     _points(step.get("max_points")),
                     step.get("reason") or "",
                     *common,
+                    "" if fixed is None else f"{fixed:g}",
                 ]
             )
     return out.getvalue()
