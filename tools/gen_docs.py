@@ -49,6 +49,9 @@ def render_module(decl: ModuleDecl) -> list[str]:
     lines = [f"### `{decl.name}`", "", decl.description.strip(), ""]
     if decl.needs:
         lines += [f"**Needs** {decl.needs}: lint warns, and without it the step fails and changes nothing.", ""]
+    for unless, message in decl.warnings:
+        given = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in unless.items())
+        lines += [f"**Lint warns** unless {given}: {message}.", ""]
     if decl.kind is ModuleKind.PROBE:
         lines += [_where(decl), ""]
     if decl.params:

@@ -170,6 +170,7 @@ _IGNORED = frozenset(
         "x-result",
         "x-from",
         "x-requires",
+        "x-warnings",
     }
 )
 _JSON_TYPES: dict[str, Any] = {

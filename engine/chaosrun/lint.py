@@ -8,6 +8,7 @@ step surely ran before), target roles, modules and their declared parameters.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -545,13 +546,24 @@ def scenario_warnings(scenario: Scenario, modules: Mapping[str, ModuleDecl] | No
     for step in scenario.all_steps():
         for s in (step, *step.options):
             decl = cat.get(s.module) if s.module else None
-            if decl is not None and decl.requires:
+            if decl is None:
+                continue
+            if decl.requires:
                 warnings.append(
                     ScenarioError(
                         f"warning: step {s.id!r}: {decl.name} needs {decl.needs}; "
                         "on a machine without it the step fails and changes nothing",
                         s.module_span or s.span,
                     )
+                )
+            for unless, message in decl.warnings:
+                # a value computed at run time (${...}) may be the right one: no warning then
+                given = {k: s.params[k] for k in unless if k in s.params}
+                if all(k in given and (given[k] == v or not isinstance(given[k], type(v))) for k, v in unless.items()):
+                    continue
+                said = ", ".join(f"{k}: {json.dumps(v)}" for k, v in unless.items())
+                warnings.append(
+                    ScenarioError(f"warning: step {s.id!r}: {message}", s.module_span or s.span, f"give {said}")
                 )
     return ScenarioErrors(warnings).errors
 

@@ -148,6 +148,7 @@ class ModuleDecl:
     path: Path
     origins: tuple[Origin, ...] = (Origin.TARGET,)  # x-from: where it can run
     requires: tuple[str, ...] = ()  # x-requires: what the machine must have (REQUIREMENTS)
+    warnings: tuple[tuple[Mapping[str, Any], str], ...] = ()  # x-warnings: (unless, message)
 
     @property
     def summary(self) -> str:
@@ -217,6 +218,21 @@ def _requires(data: Mapping[str, Any], path: Path) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _warnings(data: Mapping[str, Any], path: Path) -> tuple[tuple[Mapping[str, Any], str], ...]:
+    """``x-warnings``: ``[{"unless": {PARAM: VALUE...}, "message": TEXT}]``, what lint says
+    at a step that does not give those values (a valid use that is usually a mistake)."""
+    out = []
+    for item in data.get("x-warnings", []):
+        unless = item.get("unless") if isinstance(item, dict) else None
+        message = item.get("message") if isinstance(item, dict) else None
+        if not isinstance(unless, dict) or not unless or not isinstance(message, str) or not message:
+            raise ValueError(f'{path}: x-warnings items are {{"unless": {{PARAM: VALUE}}, "message": TEXT}}')
+        if not set(unless) <= set(data.get("properties", {})):
+            raise ValueError(f"{path}: x-warnings names a parameter the module does not have")
+        out.append((dict(unless), message))
+    return tuple(out)
+
+
 def _unit(spec: Mapping[str, Any], path: Path, pname: str) -> str | None:
     unit = spec.get("x-unit")
     if unit is None:
@@ -272,6 +288,7 @@ def parse_declaration(path: Path, *, name: str | None = None) -> ModuleDecl:
         path=path,
         origins=origins,
         requires=_requires(data, path),
+        warnings=_warnings(data, path),
     )
 
 

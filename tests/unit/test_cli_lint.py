@@ -135,3 +135,27 @@ def test_a_module_that_needs_selinux_is_a_warning_at_its_step_not_an_error(tmp_p
     # and run says it too, before it connects anywhere (here: the missing inventory stops it)
     code, _, err = _run("plan", "s.yaml", cwd=tmp_path)
     assert "chaosrun: s.yaml:6:38: warning: step 'label': selinux_context needs SELinux" in err, err
+
+
+FSTAB = """version: 1
+name: t
+targets:
+  web: { host: h }
+vars:
+  safe: true
+steps:
+  - { id: a, target: web, chaos: fstab_entry, with: { mount_point: /srv/a, fault: add } }
+  - { id: b, target: web, chaos: fstab_entry, with: { mount_point: /srv/b, fault: add, nofail: false } }
+  - { id: c, target: web, chaos: fstab_entry, with: { mount_point: /srv/c, fault: add, nofail: true } }
+  - { id: d, target: web, chaos: fstab_entry, with: { mount_point: /srv/d, fault: add, nofail: "${vars.safe}" } }
+"""
+
+
+def test_a_declaration_warns_at_a_use_that_is_valid_but_usually_a_mistake(tmp_path: Path) -> None:
+    (tmp_path / "f.yaml").write_text(FSTAB)
+    code, out, err = _run("lint", "f.yaml", cwd=tmp_path)
+    assert code == 0 and err == "ok: 1 file checked\n"
+    lines = out.splitlines()
+    assert [line.split(": warning: ")[0] for line in lines] == ["f.yaml:8:34", "f.yaml:9:34"], out
+    assert "step 'a': fstab_entry without nofail stops the next boot in emergency mode" in lines[0]
+    assert lines[0].endswith("(give nofail: true)")

@@ -30,6 +30,7 @@ TOP_KEYS = {
     "x-rank",
     "x-from",
     "x-requires",
+    "x-warnings",
     "type",
     "properties",
     "required",
@@ -82,6 +83,7 @@ def test_the_documented_subset_is_what_this_test_enforces() -> None:
         "x-unit",
         "x-regex",
         "x-requires",
+        "x-warnings",
     ):
         assert word in doc, word
 
