@@ -20,8 +20,11 @@ import pytest
 from lab_support import BOOT_TIMEOUT, chaosrun, chaosrun_argv
 
 from chaosrun.lab import Image, cache_dir, load_state
+from chaosrun.lab.accel import choose_accel
+from chaosrun.lab.image import find_tool
 from chaosrun.lab.login import ssh_command
 from chaosrun.lab.state import known_hosts_line
+from chaosrun.lab.warm import warm_path
 
 pytestmark = [pytest.mark.lab, pytest.mark.e2e]
 
@@ -62,8 +65,8 @@ def test_two_vms_restored_from_the_saved_vm_are_each_a_machine_of_their_own(lab_
         assert up.returncode == 0, up.stderr
         assert up.stderr.count("restoring the saved VM") == 2, up.stderr
         state = load_state(inventory)
-        saved = next((cache_dir() / "saved").glob("*/warm.json"))
-        saved_key = saved.parent / "id_ed25519"
+        qemu = find_tool("qemu-system-x86_64", "qemu-system-x86")
+        saved_key = warm_path(lab_image, choose_accel(None), qemu, 1024, 2) / "id_ed25519"  # the one restored
         seen = []
         for i, vm in enumerate(state.vms):
             done = _ssh(
@@ -169,9 +172,11 @@ def test_the_saved_vm_records_what_it_is(lab_image: Image, tmp_path: Path) -> No
         assert up.returncode == 0, up.stderr
     finally:
         chaosrun("lab", "down", "-i", str(tmp_path / "d.yml"), cwd=tmp_path)
-    # the cache may also hold saved VMs of other images (an older recipe) and VM sizes
-    saved = [json.loads(p.read_text()) for p in (cache_dir() / "saved").glob("*/warm.json")]
-    (info,) = [i for i in saved if i["image"] == lab_image.id and i["memory_mib"] == 1024 and i["cpus"] == 2]
+    # the one this lab up used: the cache may also hold saved VMs of other images (an older
+    # recipe), sizes, accelerators or kernel command lines, each under its own key
+    qemu = find_tool("qemu-system-x86_64", "qemu-system-x86")
+    info = json.loads((warm_path(lab_image, choose_accel(None), qemu, 1024, 2) / "warm.json").read_text())
+    assert (info["image"], info["memory_mib"], info["cpus"]) == (lab_image.id, 1024, 2)
     assert 0 < info["save_seconds"] < 60 and info["memory_bytes"] > 50 * 1024**2
     print(
         f"saved VM: booted in {info['boot_seconds']} s, saved in {info['save_seconds']} s, {info['memory_bytes']} bytes"
