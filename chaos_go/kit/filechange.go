@@ -94,12 +94,20 @@ func WriteFileState(path string, want FileState, makeDirs bool) (made []string, 
 	return made, nil
 }
 
-// FileChange is the change record of a whole-file write from before to after: the old
-// content goes with it, so a restore can put the file back exactly (or remove it, when
-// there was none).
-func FileChange(action, path string, before, after FileState, made []string) Change {
-	return Change{Action: action, Path: path, Before: before.Record(true), After: after.Record(false),
-		Detail: map[string]any{"made_dirs": made}}
+// WriteRecorded makes the file at path be want, as WriteFileState does, and records the
+// write in r (action "write_file", the old content with it, so a restore can put the file
+// back exactly, or remove it when there was none; detail's keys added). A write that fails
+// half-way is recorded too when it left anything changed: a restore must see it.
+func WriteRecorded(r *Report, path string, before, want FileState, makeDirs bool, detail map[string]any) error {
+	made, err := WriteFileState(path, want, makeDirs)
+	if now, _ := ReadFileState(path); err == nil || !now.Same(before) || len(made) > 0 {
+		d := map[string]any{"made_dirs": made}
+		for k, v := range detail {
+			d[k] = v
+		}
+		r.Changed(Change{Action: "write_file", Path: path, Before: before.Record(true), After: want.Record(false), Detail: d})
+	}
+	return err
 }
 
 // MakeDirs creates dir and its missing parents (0755), and returns the ones it made,

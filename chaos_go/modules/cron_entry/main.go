@@ -55,11 +55,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		text += "\n"
 	}
 	want.Content = []byte(text + line + "\n") // cron skips a last line without a newline
-	_, err = kit.WriteFileState(path, want, false)
-	if now, _ := kit.ReadFileState(path); err == nil || !now.Same(before) {
-		r.Changed(kit.FileChange("write_file", path, before, want, nil))
-	}
-	if err != nil {
+	if err := kit.WriteRecorded(r, path, before, want, false, nil); err != nil {
 		return err
 	}
 	r.Logf("%s: added %q", path, line)

@@ -143,11 +143,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	if text != string(old.Content) {
 		want := old
 		want.Content = []byte(text)
-		_, err := kit.WriteFileState(fstab, want, false)
-		if now, _ := kit.ReadFileState(fstab); err == nil || !now.Same(old) {
-			r.Changed(kit.FileChange("write_file", fstab, old, want, nil))
-		}
-		if err != nil {
+		if err := kit.WriteRecorded(r, fstab, old, want, false, nil); err != nil {
 			return err
 		}
 	}

@@ -88,13 +88,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	r.Set("content", content)
 	r.Set("existed", before.Exists)
 	if !before.Same(want) {
-		made, err := kit.WriteFileState(path, want, true)
-		if now, _ := kit.ReadFileState(path); err == nil || !now.Same(before) || len(made) > 0 {
-			change := kit.FileChange("write_file", path, before, want, made)
-			change.Detail["then"] = [][]string{{systemctl, "daemon-reload"}}
-			r.Changed(change)
-		}
-		if err != nil {
+		if err := kit.WriteRecorded(r, path, before, want, true, map[string]any{"then": [][]string{{systemctl, "daemon-reload"}}}); err != nil {
 			return err
 		}
 		r.Logf("wrote %s: %s", path, strings.ReplaceAll(strings.TrimSpace(content), "\n", "; "))

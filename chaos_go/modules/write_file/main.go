@@ -49,11 +49,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		r.Logf("%s already has this content, mode and owner: nothing to do", path)
 		return nil
 	}
-	made, err := kit.WriteFileState(path, want, p.Bool("make_dirs"))
-	if now, _ := kit.ReadFileState(path); err == nil || !now.Same(before) || len(made) > 0 {
-		r.Changed(kit.FileChange("write_file", path, before, want, made)) // also half done: restore must see it
-	}
-	if err != nil {
+	if err := kit.WriteRecorded(r, path, before, want, p.Bool("make_dirs"), nil); err != nil {
 		return err
 	}
 	r.Logf("wrote %s: %d bytes, mode %04o, owner %d:%d", path, len(want.Content), want.Mode, want.UID, want.GID)
