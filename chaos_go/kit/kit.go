@@ -31,10 +31,12 @@ import (
 // Kind says whether a module injects chaos or probes a testenv.
 type Kind string
 
-// Module kinds, as in a declaration's "x-kind".
+// Module kinds, as in a declaration's "x-kind". An internal module is one of chaosrun's
+// own tools (restore): deployed like any module, never named in a scenario.
 const (
-	Chaos Kind = "chaos"
-	Probe Kind = "probe"
+	Chaos    Kind = "chaos"
+	Probe    Kind = "probe"
+	Internal Kind = "internal"
 )
 
 // RunFunc is a module's body. ctx ends at the step's deadline.
@@ -575,8 +577,8 @@ func (d *declaration) identityErrs() []error {
 	if d.Title == "" {
 		errs = append(errs, errors.New(`title: missing; want the module's name`))
 	}
-	if k := Kind(d.Kind); k != Chaos && k != Probe {
-		errs = append(errs, fmt.Errorf("x-kind: got %q; want %q or %q", d.Kind, Chaos, Probe))
+	if k := Kind(d.Kind); k != Chaos && k != Probe && k != Internal {
+		errs = append(errs, fmt.Errorf("x-kind: got %q; want %q, %q or %q", d.Kind, Chaos, Probe, Internal))
 	}
 	return errs
 }

@@ -2,6 +2,7 @@ package kit
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -81,8 +82,17 @@ func (r *Report) Set(key string, value any) {
 	r.result[key] = value
 }
 
-// Changed records one alteration made by a chaos module.
+// Changed records one alteration made by a chaos module. A change of an absolute Path
+// gets the path's state right after it (Detail "state_after", PathState), which restore
+// compares with before it undoes anything: a path changed again since is left alone.
 func (r *Report) Changed(c Change) {
+	if strings.HasPrefix(c.Path, "/") && c.Detail["state_after"] == nil {
+		detail := map[string]any{"state_after": PathState(c.Path)}
+		for k, v := range c.Detail {
+			detail[k] = v
+		}
+		c.Detail = detail
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.changes = append(r.changes, c)

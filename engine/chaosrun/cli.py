@@ -36,7 +36,7 @@ from .plan import build_plan, format_plan, plan_as_json
 from .scenario import Scenario, Section, parse_duration
 from .session import new_seed, run_section
 
-COMMANDS = ("run", "verify", "lint", "plan", "modules", "audit", "demo", "lab", "test")
+COMMANDS = ("run", "verify", "restore", "lint", "plan", "modules", "audit", "demo", "lab", "test")
 
 
 def _print_errors(errors: Sequence[ScenarioError], fmt: str = "text", warnings: Sequence[ScenarioError] = ()) -> None:
@@ -334,6 +334,56 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return _run(args, Section.VERIFY)
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .restore import newest_run_log, next_restore_id, read_run, restore_plan, restore_summary, summary_lines
+    from .run.runner import RunOptions
+
+    scenario, inventory = _load(args)
+    path = Path(args.from_log) if args.from_log else newest_run_log(Path(args.audit), scenario.sha256)
+    past = read_run(path)
+    if past.scenario_sha256 and past.scenario_sha256 != scenario.sha256:
+        print(f"chaosrun: warning: {args.scenario} changed since the run {past.run_id}", file=sys.stderr)
+    sealed = "" if past.sealed else " (never sealed: the run was cut short; restoring what it recorded)"
+    print(f"chaosrun: restoring run {past.run_id} from {path}{sealed}", file=sys.stderr)
+    plan = build_plan(scenario, seed=past.seed if past.seed is not None else 0, inventory=inventory)
+    if args.limit:
+        plan = _limited(plan, args.limit, path.parent)
+    plan, notes = restore_plan(past, plan)
+    for note in notes:
+        print(f"chaosrun: {note}", file=sys.stderr)
+    if not plan.environments:
+        print(f"chaosrun: nothing to restore: run {past.run_id} is restored already", file=sys.stderr)
+        if args.format == "json":
+            print(json.dumps({"run": past.run_id, "restored": True, "machines": []}, indent=2))
+        return EXIT_OK
+    options = RunOptions(
+        audit_dir=path.parent,
+        parallel=args.parallel,
+        key_path=Path(args.key) if args.key else None,
+        run_id=next_restore_id(past),
+        restores=past.run_id,
+    )
+    report = run_section(plan, options, plain=True)
+    rows = restore_summary(report)
+    ok = not report.interrupted and all(r.ok for r in rows)
+    if args.format == "json":
+        data = {
+            "run": past.run_id,
+            "audit": str(report.audit_path),
+            "restored": ok,
+            "interrupted": report.interrupted,
+            "machines": [dataclasses.asdict(r) for r in rows],
+        }
+        print(json.dumps(data, indent=2))
+    else:
+        for line in summary_lines(rows):
+            print(line)
+        print(f"audit log: {report.audit_path}")
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .auditcheck import KeyMismatchError, verify_audit_log
     from .run.signing import MonitorKeyError
@@ -530,6 +580,18 @@ def _parser() -> argparse.ArgumentParser:
     runtime_args(p)
     p.add_argument("--format", choices=REPORT_FORMATS, default="text", help="the report at the end (text)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("restore", help="undo a run's chaos on every environment, from its audit log")
+    scenario_args(p, seed=False)
+    p.add_argument("--audit", metavar="DIR", default="audit", help="where the run's audit log is (./audit); its newest")
+    p.add_argument(
+        "--from", dest="from_log", metavar="AUDIT.jsonl", help="the run to restore (else the newest in --audit)"
+    )
+    p.add_argument("--parallel", type=int, default=50, metavar="N", help="environments at once (50)")
+    p.add_argument("--limit", metavar="PATTERN", help="only these environments: names, globs, a comma list, @failed")
+    p.add_argument("--key", metavar="PATH", help="monitor's Ed25519 signing key (as for run)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("verify", help="run the verify probes and print points")
     scenario_args(p)

@@ -39,6 +39,7 @@ MONITOR_NOTE = (
 class ModuleKind(enum.Enum):
     CHAOS = "chaos"
     PROBE = "probe"
+    INTERNAL = "internal"  # chaosrun's own tool (restore): built and deployed, not in the catalogue
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,7 @@ def parse_declaration(path: Path, *, name: str | None = None) -> ModuleDecl:
     try:
         kind = ModuleKind(data["x-kind"])
     except (KeyError, ValueError):
-        raise ValueError(f"{path}: x-kind must be 'chaos' or 'probe'") from None
+        raise ValueError(f"{path}: x-kind must be 'chaos', 'probe' or 'internal'") from None
     origins = _origins(data, path, kind)
     required = set(data.get("required", []))
     params = tuple(
@@ -310,6 +311,7 @@ def catalogue(root: Path | None = None, monitor_root: Path | None = None) -> Map
     base = (root or data_dir("chaos_go")) / "modules"
     monitor = monitor_root or data_dir("schemas") / MONITOR_PROBES
     decls = [parse_declaration(p) for p in sorted(base.glob("*/params.schema.json"))]
+    decls = [d for d in decls if d.kind is not ModuleKind.INTERNAL]
     decls += [_monitor_declaration(p) for p in sorted(monitor.glob("*.schema.json"))]
     decls.sort(key=lambda d: (d.kind != ModuleKind.CHAOS, d.rank, d.name))
     found: dict[str, ModuleDecl] = {}

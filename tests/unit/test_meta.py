@@ -137,7 +137,7 @@ def test_declaration_is_a_valid_draft_2020_12_schema(folder: Path) -> None:
 def test_declaration_names_its_kind_title_and_purpose(folder: Path) -> None:
     data = _declaration(folder)
     assert data["title"] == folder.name
-    assert data["x-kind"] in ("chaos", "probe")
+    assert data["x-kind"] in ("chaos", "probe", "internal")
     assert isinstance(data.get("x-rank"), int) and not isinstance(data["x-rank"], bool)
     assert isinstance(data.get("description"), str) and len(data["description"]) > 20
 
@@ -189,4 +189,6 @@ def test_declaration_documents_its_result_fields(folder: Path) -> None:
 
 def test_the_catalogue_holds_every_folder_and_nothing_else() -> None:
     # besides the monitor-only probes of schemas/monitor_probes/ (tests/unit/test_monitor_decls.py)
-    assert sorted(n for n, d in catalogue().items() if d.runs_from(Origin.TARGET)) == IDS
+    internal = [f.name for f in FOLDERS if _declaration(f)["x-kind"] == "internal"]
+    assert internal == ["restore"]  # chaosrun's own tool: built and deployed, never in a scenario
+    assert sorted(n for n, d in catalogue().items() if d.runs_from(Origin.TARGET)) == sorted(set(IDS) - set(internal))

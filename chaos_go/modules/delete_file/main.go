@@ -33,6 +33,13 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 			before["link_target"] = target
 		}
 	}
+	if st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Size <= kit.MaxRecorded {
+		// The content goes with the record, so a restore can put a deleted file back.
+		if state, err := kit.ReadFileState(path); err == nil && state.Exists {
+			before["sha256"] = state.Digest()
+			before["content_base64"] = state.Record(true)["content_base64"]
+		}
+	}
 	r.Set("type", fileType(st.Mode))
 	r.Set("size", st.Size)
 	switch p.String("mode") {

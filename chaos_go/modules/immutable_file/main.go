@@ -7,7 +7,6 @@ import (
 	_ "embed"
 	"fmt"
 	"syscall"
-	"unsafe"
 
 	"chaosrun/chaos_go/kit"
 )
@@ -15,19 +14,11 @@ import (
 //go:embed params.schema.json
 var declaration []byte
 
-// From linux/fs.h (the ioctl numbers encode sizeof(long); the kernel reads an int).
-const (
-	fsIocGetflags = 0x80086601
-	fsIocSetflags = 0x40086602
-	fsImmutableFl = 0x00000010
-	fsAppendFl    = 0x00000020
-)
-
 func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	path := p.String("path")
-	bit := int32(fsImmutableFl)
+	bit := int32(kit.FlagImmutable)
 	if p.String("flag") == "a" {
-		bit = fsAppendFl
+		bit = kit.FlagAppend
 	}
 	// O_NONBLOCK as chattr does, so a FIFO or device does not block the open.
 	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
@@ -35,7 +26,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer syscall.Close(fd)
-	before, err := getFlags(fd)
+	before, err := kit.FileFlags(fd)
 	if err != nil {
 		return fmt.Errorf("get flags of %s: %w", path, err)
 	}
@@ -44,11 +35,11 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		want = before &^ bit
 	}
 	if want != before {
-		if err := setFlags(fd, want); err != nil {
+		if err := kit.SetFileFlags(fd, want); err != nil {
 			return fmt.Errorf("set flags of %s: %w", path, err)
 		}
 	}
-	after, err := getFlags(fd)
+	after, err := kit.FileFlags(fd)
 	if err != nil {
 		return fmt.Errorf("get flags of %s: %w", path, err)
 	}
@@ -60,28 +51,13 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	return nil
 }
 
-func getFlags(fd int) (int32, error) {
-	var flags int32
-	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), fsIocGetflags, uintptr(unsafe.Pointer(&flags))); errno != 0 {
-		return 0, errno
-	}
-	return flags, nil
-}
-
-func setFlags(fd int, flags int32) error {
-	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), fsIocSetflags, uintptr(unsafe.Pointer(&flags))); errno != 0 {
-		return errno
-	}
-	return nil
-}
-
 // letters shows the two attributes this module handles, in lsattr's order ("a" before "i").
 func letters(flags int32) string {
 	s := ""
-	if flags&fsAppendFl != 0 {
+	if flags&kit.FlagAppend != 0 {
 		s += "a"
 	}
-	if flags&fsImmutableFl != 0 {
+	if flags&kit.FlagImmutable != 0 {
 		s += "i"
 	}
 	return s

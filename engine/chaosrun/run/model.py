@@ -158,3 +158,4 @@ class RunOptions:
     strict: bool = False  # a suspect environment scores 0 (verify --strict)
     reboot: bool = False  # reboot every target before grading (verify --reboot)
     boot_timeout: float = 300.0  # seconds a rebooted target has to answer again
+    restores: str | None = None  # the run this one undoes (chaosrun restore): its run_start says so

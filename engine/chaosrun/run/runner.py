@@ -322,7 +322,8 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
         options.reporter.run_started(plan, options.section, audit.path)
         await audit.record(
             "run_start",
-            section=options.section.value,
+            section="restore" if options.restores else options.section.value,
+            **({"restores": options.restores} if options.restores else {}),
             scenario=plan.scenario.file,
             scenario_sha256=plan.scenario.sha256,
             seed=plan.seed,

@@ -1,0 +1,305 @@
+"""``chaosrun restore``: undo a run's chaos on every environment, from its audit log.
+
+The run's audit log holds every change its chaos steps made, with the state before and
+after (``result`` records), and the SHA-256 of every binary it deployed (``deploy``). Restore
+reads them, per environment and machine, and runs chaosrun's own ``restore`` module there
+(``chaos_go/modules/restore``: deployed like any module, binary gone afterwards), which
+stops the run's fault processes and undoes the changes newest first, each only where the
+machine still shows what the change left. What it did is a run of its own, with an audit
+log ``<run>-restore.jsonl`` (``-restore-2``... for later ones) whose ``run_start`` names the
+run it restores.
+
+A change an earlier restore of the same run undid, or found already undone, is not sent
+again, and a machine an earlier restore finished is not visited again unless a change of it
+is still pending: restoring twice is a no-op. A log the monitor never sealed (the monitor was
+killed) is read up to its last whole record; its chain must be intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import EXIT_USAGE, ChaosrunError
+from .plan import EnvPlan, Plan, PlannedStep
+from .run.audit import GENESIS, line_hash
+from .scenario import Section, StepKind
+
+__all__ = ["PastRun", "RestoreError", "newest_run_log", "read_run", "restore_plan", "restore_summary"]
+
+MODULE = "restore"
+TIMEOUT = 900.0  # seconds one machine's restore may take (400,000 files to remove, units to start)
+DONE = frozenset({"restored", "already"})
+
+
+class RestoreError(ChaosrunError):
+    """No run to restore, or an audit log that cannot be trusted (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass
+class Machine:
+    """What one role's machine of one environment has to have undone."""
+
+    env: str
+    role: str
+    changes: list[dict[str, Any]] = field(default_factory=list)  # {"step", "index", "change"}, in order
+    binaries: set[str] = field(default_factory=set)  # "sha256:size"
+
+
+@dataclass
+class PastRun:
+    """The chaos a run's audit log records, per machine."""
+
+    path: Path
+    run_id: str
+    seed: int | None
+    scenario_sha256: str | None
+    sealed: bool
+    machines: dict[tuple[str, str], Machine]
+    environments: list[str]
+
+
+def _records(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The whole records of an audit log whose hash chain holds, and whether it is sealed."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RestoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:
+        lines.pop()  # the torn last line of a writer killed mid-write
+    records: list[dict[str, Any]] = []
+    prev = GENESIS
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise RestoreError(f"{path}:{number}: not a JSON record") from None
+        if not isinstance(record, dict) or record.get("seq") != number - 1 or record.get("prev") != prev:
+            raise RestoreError(
+                f"{path}:{number}: hash chain broken: this record or the one before it was altered "
+                "(restore trusts only an intact log)"
+            )
+        prev = line_hash(line)
+        records.append(record)
+    if not records or records[0].get("event") != "run_start":
+        raise RestoreError(f"{path} is not a chaosrun audit log (it does not start with run_start)")
+    return records, records[-1].get("event") == "seal"
+
+
+def read_run(path: Path) -> PastRun:
+    """The changes and binaries a run's audit log records, per machine.
+
+    Raises:
+        RestoreError: not an intact audit log of a run's steps.
+    """
+    records, sealed = _records(path)
+    start = records[0]
+    if start.get("section") != Section.STEPS.value:
+        raise RestoreError(f"{path} records a {start.get('section')} run, not a run of chaos steps: nothing to restore")
+    roles: dict[tuple[str, str], str] = {}
+    environments = []
+    for env in start.get("plan", {}).get("environments", []):
+        environments.append(str(env.get("name")))
+        for step in env.get("steps", []):
+            if step.get("target"):
+                roles[(str(env.get("name")), str(step.get("id")))] = str(step["target"])
+    machines: dict[tuple[str, str], Machine] = {}
+    counts: dict[tuple[str, str], int] = {}
+
+    def machine(env: str, step: str) -> Machine | None:
+        role = roles.get((env, step))
+        if role is None:
+            return None
+        return machines.setdefault((env, role), Machine(env, role))
+
+    for r in records:
+        event, env, step = r.get("event"), r.get("env"), r.get("step")
+        if not isinstance(env, str) or not isinstance(step, str):
+            continue
+        m = machine(env, step)
+        if m is None:
+            continue
+        if event == "deploy" and isinstance(r.get("sha256"), str):
+            m.binaries.add(f"{r['sha256']}:{int(r.get('size') or 0)}")
+        elif event == "result":
+            for change in r.get("changes") or []:
+                index = counts.get((env, step), 0)
+                counts[(env, step)] = index + 1
+                m.changes.append({"step": step, "index": index, "change": change})
+    seed = start.get("seed")
+    return PastRun(
+        path=path,
+        run_id=path.name.removesuffix(".jsonl"),
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        scenario_sha256=start.get("scenario_sha256"),
+        sealed=sealed,
+        machines=machines,
+        environments=environments,
+    )
+
+
+def newest_run_log(audit_dir: Path, scenario_sha256: str | None = None) -> Path:
+    """The newest audit log of a run's steps in ``audit_dir`` (of this scenario, when given).
+
+    Raises:
+        RestoreError: there is none.
+    """
+    found = []
+    for path in audit_dir.glob("*.jsonl"):
+        try:
+            with path.open(encoding="utf-8") as fh:
+                first = json.loads(fh.readline())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(first, dict) or first.get("event") != "run_start" or first.get("section") != "steps":
+            continue
+        if scenario_sha256 and first.get("scenario_sha256") != scenario_sha256:
+            continue
+        found.append(path)
+    if not found:
+        raise RestoreError(f"no audit log of a run of this scenario in {audit_dir} (--from AUDIT.jsonl names one)")
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def _earlier_restores(past: PastRun) -> list[Path]:
+    return sorted(past.path.parent.glob(f"{past.run_id}-restore*.jsonl"))
+
+
+def next_restore_id(past: PastRun) -> str:
+    """``<run>-restore``, then ``<run>-restore-2``...: one audit log per restore."""
+    taken = {p.name.removesuffix(".jsonl") for p in _earlier_restores(past)}
+    name, n = f"{past.run_id}-restore", 1
+    while name in taken:
+        n += 1
+        name = f"{past.run_id}-restore-{n}"
+    return name
+
+
+def _settled(past: PastRun) -> tuple[set[tuple[str, str, int]], set[tuple[str, str]]]:
+    """What earlier restores of this run settled: changes (env, step, index) they undid or
+    found undone, and machines (env, role) they finished."""
+    changes: set[tuple[str, str, int]] = set()
+    visited: set[tuple[str, str]] = set()
+    for path in _earlier_restores(past):
+        try:
+            records, _ = _records(path)
+        except RestoreError:
+            continue  # a damaged restore log settles nothing: those changes are tried again
+        for r in records:
+            if r.get("event") != "result" or not r.get("ok") or not isinstance(r.get("env"), str):
+                continue
+            result = r.get("result") or {}
+            for o in result.get("outcomes") or []:
+                if o.get("status") in DONE:
+                    changes.add((r["env"], str(o.get("step")), int(o.get("index", -1))))
+            visited.add((r["env"], str(r.get("step", "")).removeprefix("restore:")))
+    return changes, visited
+
+
+def restore_plan(past: PastRun, plan: Plan) -> tuple[Plan, list[str]]:
+    """A plan of one ``restore`` step per machine that has something to undo, and what was
+    left out (said to the operator): environments of the run the inventory no longer has.
+
+    ``plan`` is the scenario's plan over the inventory: its targets say how to reach each
+    machine. Changes settled by an earlier restore are not sent again.
+    """
+    settled, visited = _settled(past)
+    by_env = {e.name: e for e in plan.environments}
+    notes: list[str] = []
+    envs: list[EnvPlan] = []
+    for name in past.environments:
+        env = by_env.get(name)
+        mine = [m for (e, _), m in sorted(past.machines.items()) if e == name]
+        if env is None:
+            if any(m.changes for m in mine):
+                notes.append(f"{name}: not in the inventory: its changes are not restored")
+            continue
+        steps = []
+        for m in mine:
+            pending = [c for c in m.changes if (name, c["step"], c["index"]) not in settled]
+            if not pending and (name, m.role) in visited:
+                continue
+            target = env.targets.get(m.role)
+            if target is None:
+                notes.append(f"{name}: the inventory has no role {m.role!r}: its changes are not restored")
+                continue
+            steps.append(_step(m.role, target, pending, sorted(m.binaries)))
+        if steps:
+            envs.append(EnvPlan(name, env.targets, tuple(steps), ()))
+    return dataclasses.replace(plan, environments=tuple(envs)), notes
+
+
+def _step(role: str, target: Any, changes: list[dict[str, Any]], binaries: list[str]) -> PlannedStep:
+    return PlannedStep(
+        id=f"restore:{role}",
+        slot=f"restore:{role}",
+        span=target.span,
+        kind=StepKind.CHAOS,
+        section=Section.STEPS,
+        module=MODULE,
+        target=target,
+        params={"changes": [json.dumps(c, separators=(",", ":")) for c in changes], "binaries": binaries},
+        after=(),
+        explicit_needs=False,
+        when=None,
+        expect=None,
+        timeout=TIMEOUT,
+        retries=0,
+        points=0.0,
+        wait=None,
+        level=1,
+    )
+
+
+@dataclass(frozen=True)
+class MachineSummary:
+    env: str
+    role: str
+    ok: bool
+    counts: Mapping[str, int]
+    left: tuple[str, ...]  # what was not restored, one line each
+    stopped: int
+    error: str = ""
+
+
+def restore_summary(report: Any) -> list[MachineSummary]:
+    """Per machine of a restore's report: how many changes of each status, and the lines of
+    what was left as it is (changed since the run, failed, irreversible)."""
+    out = []
+    for env in report.environments:
+        for step in env.steps:
+            role = step.id.removeprefix("restore:")
+            result = step.result or {}
+            counts: dict[str, int] = {}
+            left = []
+            for o in result.get("outcomes") or []:
+                counts[o.get("status", "?")] = counts.get(o.get("status", "?"), 0) + 1
+                if o.get("status") not in DONE:
+                    where = o.get("path") or o.get("step")
+                    left.append(f"{o.get('status')}: {o.get('action')} {where} ({o.get('step')}): {o.get('message')}")
+            ok = step.ok and not left
+            error = "" if step.ok else step.reason
+            out.append(MachineSummary(env.name, role, ok, counts, tuple(left), len(result.get("stopped") or []), error))
+    return out
+
+
+def summary_lines(rows: Iterable[MachineSummary]) -> list[str]:
+    lines = []
+    for row in rows:
+        said = ", ".join(f"{n} {status}" for status, n in sorted(row.counts.items())) or "nothing to undo"
+        if row.stopped:
+            said += f"; {row.stopped} fault process(es) stopped"
+        if row.error:
+            said = f"failed: {row.error}"
+        lines.append(f"{row.env}/{row.role}: {said}")
+        lines.extend(f"  {line}" for line in row.left)
+    return lines
