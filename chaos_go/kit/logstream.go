@@ -9,10 +9,12 @@ import (
 	"chaosrun/chaos_go/kit/internal/wire"
 )
 
-// logStream sends log lines to the monitor from its own goroutine, in the order they were
-// logged, so a slow network never blocks the module. It keeps within the monitor's limits
-// on one connection's logs (wire.MaxLogMessages, wire.MaxLogBytes): lines beyond them are
-// dropped and counted in one last line, for which room is kept.
+// logStream sends log lines and change records to the monitor from its own goroutine, in
+// the order they were made, so a slow network never blocks the module. It keeps within the
+// monitor's limits on one connection's logs (wire.MaxLogMessages, wire.MaxLogBytes): lines
+// beyond them are dropped and counted in one last line, for which room is kept. Changes
+// have limits of their own (wire.MaxChangeMessages, wire.MaxChangeBytes) and are never
+// dropped from the queue: one beyond the limits is only in the result.
 type logStream struct {
 	conn *wire.Conn
 
@@ -23,9 +25,11 @@ type logStream struct {
 	err     error // the first send error; later lines are discarded
 
 	// Touched by the sending goroutine only.
-	sentLines  int
-	sentBytes  int
-	overBudget int // lines dropped to stay within the monitor's limits
+	sentLines   int
+	sentBytes   int
+	overBudget  int // lines dropped to stay within the monitor's limits
+	sentChanges int
+	changeBytes int
 
 	wake chan struct{}
 	done chan struct{}
@@ -48,6 +52,8 @@ func (s *logStream) push(e LogEntry) {
 	s.mu.Lock()
 	switch {
 	case s.closed:
+	case e.change != nil:
+		s.pending = append(s.pending, e)
 	case len(s.pending) >= maxPendingLog:
 		s.dropped++
 	default:
@@ -107,6 +113,10 @@ func (s *logStream) send(e LogEntry, notice bool) {
 	if s.err != nil {
 		return
 	}
+	if e.change != nil {
+		s.sendChange(*e.change)
+		return
+	}
 	body, err := jsonx.Marshal(logFrame(e))
 	if err == nil && len(body) >= wire.MaxFrame {
 		err = wire.ErrTooLarge
@@ -131,6 +141,24 @@ func (s *logStream) send(e LogEntry, notice bool) {
 		s.sentLines++
 		s.sentBytes += len(body)
 	}
+}
+
+// sendChange sends one change record as a change message, unless it would pass the
+// monitor's limits on changes (the result still carries it).
+func (s *logStream) sendChange(c Change) {
+	body, err := jsonx.Marshal(changeMsg{T: "change", Change: c})
+	if err != nil || s.sentChanges+1 > wire.MaxChangeMessages || s.changeBytes+len(body) > wire.MaxChangeBytes {
+		return
+	}
+	if s.err = s.conn.SendJSON(body); s.err == nil {
+		s.sentChanges++
+		s.changeBytes += len(body)
+	}
+}
+
+type changeMsg struct {
+	T      string `json:"t"`
+	Change Change `json:"change"`
 }
 
 func logFrame(e LogEntry) logMsg {

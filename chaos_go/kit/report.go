@@ -29,6 +29,8 @@ type LogEntry struct {
 	Level  string
 	Msg    string
 	Fields map[string]any
+
+	change *Change // set: not a log line but a change record to stream
 }
 
 // maxKeptLogs bounds the log lines a Report keeps in memory (all are streamed).
@@ -82,9 +84,12 @@ func (r *Report) Set(key string, value any) {
 	r.result[key] = value
 }
 
-// Changed records one alteration made by a chaos module. A change of an absolute Path
-// gets the path's state right after it (Detail "state_after", PathState), which restore
-// compares with before it undoes anything: a path changed again since is left alone.
+// Changed records one alteration made by a chaos module, right after making it: the
+// record is streamed to the monitor at once (a change message, written to the audit log
+// before the step's result), so a run that dies before the result still knows what to
+// undo. A change of an absolute Path gets the path's state right after it (Detail
+// "state_after", PathState), which restore compares with before it undoes anything: a
+// path changed again since is left alone.
 func (r *Report) Changed(c Change) {
 	if strings.HasPrefix(c.Path, "/") && c.Detail["state_after"] == nil {
 		detail := map[string]any{"state_after": PathState(c.Path)}
@@ -94,8 +99,12 @@ func (r *Report) Changed(c Change) {
 		c.Detail = detail
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.changes = append(r.changes, c)
+	sink := r.sink
+	r.mu.Unlock()
+	if sink != nil {
+		sink(LogEntry{Time: time.Now(), change: &c})
+	}
 }
 
 // Result returns a copy of the result fields.

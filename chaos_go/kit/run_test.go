@@ -59,6 +59,9 @@ func TestRunStreamsLogsInOrderThenResultAndGetsAck(t *testing.T) {
 		if out.Hello["run"] != "run-test" || out.Hello["step"] != "step-test" {
 			t.Errorf("hello: got %v; want run and step ids", out.Hello)
 		}
+		if len(out.Changes) != 1 || out.Changes[0]["change"].(map[string]any)["action"] != "create_file" {
+			t.Errorf("compress=%v: change messages %v; want the create_file streamed", compress, out.Changes)
+		}
 		msgs := out.LogMessages()
 		if len(msgs) != 201 {
 			t.Fatalf("got %d logs; want 201", len(msgs))

@@ -15,28 +15,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from ._source import ScenarioError, ScenarioErrors, load_yaml
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTRUSTED, EXIT_USAGE, ChaosrunError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTRUSTED, ChaosrunError, UsageError
 from .inventory import Inventory, load_inventory, parse_inventory
-from .lint import check_scenario_text, lint_scenario, load_scenario, scenario_warnings
+from .lint import check_scenario_text, scenario_warnings
 from .modules import MONITOR_NOTE, ModuleDecl, catalogue
 from .parse import read_source
 from .plan import build_plan, format_plan, plan_as_json
-from .scenario import Scenario, Section, parse_duration
+from .reports import report_as_json
+from .scenario import Section, parse_duration
 from .session import new_seed, run_section
 
-COMMANDS = ("run", "verify", "restore", "lint", "plan", "modules", "audit", "demo", "lab", "test")
+if TYPE_CHECKING:
+    from .api import Exam
+    from .watch import WatchReport
+
+COMMANDS = ("run", "verify", "restore", "lint", "plan", "modules", "audit", "demo", "lab", "test", "serve", "token")
 
 
 def _print_errors(errors: Sequence[ScenarioError], fmt: str = "text", warnings: Sequence[ScenarioError] = ()) -> None:
@@ -110,40 +112,22 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return EXIT_FAILED if errors else EXIT_OK
 
 
-class UsageError(ChaosrunError):
-    """A bad command line (exit 2)."""
+def _exam(args: argparse.Namespace, *, inventory: bool = True) -> Exam:
+    """The scenario (with ``--var``) and the inventory the command line names."""
+    from .api import load_exam
 
-    exit_code = EXIT_USAGE
-
-
-def _with_vars(scenario: Scenario, assignments: Sequence[str]) -> Scenario:
-    """Apply ``--var NAME=VALUE`` (VALUE read as a YAML scalar: 64 is an int)."""
-    if not assignments:
-        return scenario
-    values = dict(scenario.vars)
-    for item in assignments:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--var wants NAME=VALUE, got {item!r}")
-        if name not in values:
-            known = ", ".join(sorted(values)) or "none"
-            raise UsageError(f"--var {name}: the scenario has no variable {name!r} (it has: {known})")
-        values[name] = yaml.safe_load(text) if text else ""
-    return dataclasses.replace(scenario, vars=values)
+    return load_exam(
+        args.scenario,
+        getattr(args, "inventory", None) if inventory else None,
+        audit_dir=getattr(args, "audit", None) or "audit",
+        key_path=getattr(args, "key", None),
+        assignments=getattr(args, "var", None) or (),
+    )
 
 
-def _load(args: argparse.Namespace) -> tuple[Scenario, Inventory | None]:
-    scenario = load_scenario(args.scenario)
-    for warning in scenario_warnings(scenario):
-        print(f"chaosrun: {warning}", file=sys.stderr)
-    assignments = getattr(args, "var", None) or []
-    if assignments:
-        scenario = _with_vars(scenario, assignments)
-        errors = lint_scenario(scenario)  # the new values must still fit the modules
-        if errors:
-            raise ScenarioErrors(errors)
-    inventory = load_inventory(args.inventory) if getattr(args, "inventory", None) else None
-    return scenario, inventory
+def _path(args: argparse.Namespace, name: str) -> Path | None:
+    value = getattr(args, name, None)
+    return Path(value) if value else None
 
 
 def _duration_arg(flag: str, text: str) -> float:
@@ -172,40 +156,36 @@ def raise_fd_limit(wanted: int = 65536) -> int:
 def _run(args: argparse.Namespace, section: Section) -> int:
     from rich.console import Console
 
-    from .run.runner import RunOptions
+    from .api import note_on_stderr, prepare, watch_exam
 
-    scenario, inventory = _load(args)
-    seed = args.seed
-    if seed is None and getattr(args, "limit", None):
-        from .limit import past_seed
-
-        if (seed := past_seed(args.limit, Path(args.audit))) is not None:
-            print(f"chaosrun: seed {seed}, the past run's (--limit {args.limit}; --seed to choose)", file=sys.stderr)
-    seed = seed if seed is not None else new_seed()
-    plan = build_plan(scenario, seed=seed, inventory=inventory)
-    if getattr(args, "limit", None):
-        plan = _limited(plan, args.limit, Path(args.audit))
-    limit = raise_fd_limit()
-    if limit < 4 * min(args.parallel, len(plan.environments)) + 64:
-        print(
-            f"chaosrun: warning: only {limit} open files allowed; raise `ulimit -n` for "
-            f"{len(plan.environments)} environments at --parallel {args.parallel}",
-            file=sys.stderr,
-        )
-    options = RunOptions(
-        audit_dir=Path(args.audit),
-        section=section,
-        parallel=args.parallel,
-        key_path=Path(args.key) if args.key else None,
-        strict=getattr(args, "strict", False),
-        reboot=getattr(args, "reboot", False),
-        boot_timeout=_duration_arg("--boot-timeout", getattr(args, "boot_timeout", "300s")),
-    )
+    exam = _exam(args)
+    how: dict[str, Any] = {
+        "limit": getattr(args, "limit", None),
+        "seed": args.seed,
+        "resume": _path(args, "resume"),
+        "parallel": args.parallel,
+        "strict": getattr(args, "strict", False),
+        "reboot": getattr(args, "reboot", False),
+        "boot_timeout": _duration_arg("--boot-timeout", getattr(args, "boot_timeout", "300s")),
+        "note": note_on_stderr,
+    }
     fmt = getattr(args, "format", "text")
     console = None if fmt != "text" else Console(highlight=False)
     if getattr(args, "watch", None):
-        report = _watch(args, plan, options, fmt, console)
+        interval, until = _duration_arg("--watch", args.watch), _duration_arg("--until", args.until)
+        _check_fd_limit(exam.inventory, args.parallel)
+        watch, data = watch_exam(
+            exam, interval=interval, until=until, since=_path(args, "since"),
+            run_pass=lambda p, o: run_section(p, o, plain=True), **how,
+        )  # fmt: skip
+        report = watch.last
+        if fmt != "text":
+            print(_formatted(data, fmt), end="")
+        else:
+            _print_watch(watch, console)
     else:
+        plan, options = prepare(exam, section, since=_path(args, "since"), **how)
+        _check_fd_limit(exam.inventory, args.parallel, len(plan.environments))
         report = run_section(plan, options, plain=args.plain or fmt != "text", console=console)
         if fmt != "text":
             print(_formatted(report_as_json(report), fmt), end="")
@@ -214,44 +194,29 @@ def _run(args: argparse.Namespace, section: Section) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _watch(args: argparse.Namespace, plan: Any, options: Any, fmt: str, console: Any) -> Any:
-    """``verify --watch``: passes until ``--until``; the last pass's report with each probe's
-    time to fix, printed as ``--format`` says."""
+def _check_fd_limit(inventory: Inventory | None, parallel: int, environments: int | None = None) -> None:
+    """Raise the open-file limit; say so when it stays too low for the run."""
+    count = environments if environments is not None else len(inventory.environments) if inventory else 1
+    limit = raise_fd_limit()
+    if limit < 4 * min(parallel, count) + 64:
+        print(
+            f"chaosrun: warning: only {limit} open files allowed; raise `ulimit -n` for "
+            f"{count} environments at --parallel {parallel}",
+            file=sys.stderr,
+        )
+
+
+def _print_watch(watch: WatchReport, console: Any) -> None:
+    """The last pass's table, then each probe's time to fix."""
     from .run.progress import print_summary
-    from .watch import clock_starts, run_watch, watch_as_json
 
-    if options.reboot:
-        raise UsageError("--watch grades the machines as they are; it does not take --reboot")
-    interval = _duration_arg("--watch", args.watch)
-    until = _duration_arg("--until", args.until)
-    clock, source = clock_starts(Path(args.audit), Path(args.since) if args.since else None)
-    if not source:
-        print("chaosrun: no run log in the audit folder: the exam clock starts with the watch", file=sys.stderr)
-
-    def one_pass(p: Any, o: Any) -> Any:
-        return run_section(p, o, plain=True)
-
-    watch = run_watch(
-        plan, options, interval=interval, until=until, clock=clock, clock_source=source, run_pass=one_pass,
-        log=sys.stderr,
-    )  # fmt: skip
-    report = watch.last
-    data = report_as_json(report)
-    for env in data["environments"]:
-        for step in env["steps"]:
-            step["time_to_fix"] = watch.time_to_fix(env["name"], step["id"])
-    data["watch"] = watch_as_json(watch)
-    if fmt != "text":
-        print(_formatted(data, fmt), end="")
-        return report
-    print_summary(report, console)
+    print_summary(watch.last, console)
     for (env_name, step_id), w in sorted(watch.probes.items()):
         fixed = watch.time_to_fix(env_name, step_id)
         said = "never passed" if fixed is None else f"fixed after {_clock(fixed)}"
         if w.regressed:
             said += ", then failed again" + (" (passing at the end)" if w.passing else "")
         console.print(f"{env_name} {step_id}: {said}")
-    return report
 
 
 def _clock(seconds: float) -> str:
@@ -274,58 +239,6 @@ def _formatted(report: dict[str, Any], fmt: str) -> str:
     return json.dumps(report, indent=2) + "\n"
 
 
-def _limited(plan: Any, pattern: str, audit_dir: Path) -> Any:
-    """The plan with only the environments ``--limit`` selects (its picks made on all of
-    them, so each keeps the fault it had), said on stderr."""
-    from .limit import select
-
-    names = [e.name for e in plan.environments]
-    chosen = set(select(names, pattern, audit_dir))
-    shown = ", ".join(n for n in names if n in chosen)
-    if len(shown) > 200:
-        shown = shown[:197] + "..."
-    print(f"chaosrun: --limit {pattern}: {len(chosen)} of {len(names)} environments ({shown})", file=sys.stderr)
-    return dataclasses.replace(plan, environments=tuple(e for e in plan.environments if e.name in chosen))
-
-
-def report_as_json(report: Any) -> dict[str, Any]:
-    return {
-        "run": report.run_id,
-        "section": report.section.value,
-        "ok": report.ok,
-        "interrupted": report.interrupted,
-        "seed": report.seed,
-        "audit": str(report.audit_path),
-        "points": sum(e.points for e in report.environments),
-        "max_points": sum(e.max_points for e in report.environments),
-        "environments": [
-            {
-                "name": e.name,
-                "ok": e.ok,
-                "points": e.points,
-                "max_points": e.max_points,
-                "integrity": e.integrity,
-                "signals": [s.as_json() for s in e.signals],
-                "zeroed": e.zeroed,
-                "steps": [
-                    {
-                        "id": s.id,
-                        "status": s.status.value,
-                        "reason": s.reason,
-                        "duration": s.duration,
-                        "attempts": s.attempts,
-                        "points": s.points,
-                        "max_points": s.max_points,
-                        "result": s.result,
-                    }
-                    for s in e.steps
-                ],
-            }
-            for e in report.environments
-        ],
-    }
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     return _run(args, Section.STEPS)
 
@@ -335,53 +248,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from .restore import newest_run_log, next_restore_id, read_run, restore_plan, restore_summary, summary_lines
-    from .run.runner import RunOptions
+    from .api import note_on_stderr, restore_exam
+    from .restore import summary_lines
+    from .run.progress import PlainReporter
 
-    scenario, inventory = _load(args)
-    path = Path(args.from_log) if args.from_log else newest_run_log(Path(args.audit), scenario.sha256)
-    past = read_run(path)
-    if past.scenario_sha256 and past.scenario_sha256 != scenario.sha256:
-        print(f"chaosrun: warning: {args.scenario} changed since the run {past.run_id}", file=sys.stderr)
-    sealed = "" if past.sealed else " (never sealed: the run was cut short; restoring what it recorded)"
-    print(f"chaosrun: restoring run {past.run_id} from {path}{sealed}", file=sys.stderr)
-    plan = build_plan(scenario, seed=past.seed if past.seed is not None else 0, inventory=inventory)
-    if args.limit:
-        plan = _limited(plan, args.limit, path.parent)
-    plan, notes = restore_plan(past, plan)
-    for note in notes:
-        print(f"chaosrun: {note}", file=sys.stderr)
-    if not plan.environments:
-        print(f"chaosrun: nothing to restore: run {past.run_id} is restored already", file=sys.stderr)
-        if args.format == "json":
-            print(json.dumps({"run": past.run_id, "restored": True, "machines": []}, indent=2))
-        return EXIT_OK
-    options = RunOptions(
-        audit_dir=path.parent,
-        parallel=args.parallel,
-        key_path=Path(args.key) if args.key else None,
-        run_id=next_restore_id(past),
-        restores=past.run_id,
-    )
-    report = run_section(plan, options, plain=True)
-    rows = restore_summary(report)
-    ok = not report.interrupted and all(r.ok for r in rows)
+    result = restore_exam(
+        _exam(args), from_log=_path(args, "from_log"), limit=args.limit, parallel=args.parallel,
+        note=note_on_stderr, reporter=PlainReporter(),
+    )  # fmt: skip
     if args.format == "json":
-        data = {
-            "run": past.run_id,
-            "audit": str(report.audit_path),
-            "restored": ok,
-            "interrupted": report.interrupted,
-            "machines": [dataclasses.asdict(r) for r in rows],
-        }
-        print(json.dumps(data, indent=2))
-    else:
-        for line in summary_lines(rows):
+        print(json.dumps(result.as_json(), indent=2))
+    elif result.audit is not None:
+        for line in summary_lines(result.machines):
             print(line)
-        print(f"audit log: {report.audit_path}")
-    if report.interrupted:
+        print(f"audit log: {result.audit}")
+    if result.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if ok else EXIT_FAILED
+    return EXIT_OK if result.restored else EXIT_FAILED
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -402,9 +285,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    scenario, inventory = _load(args)
+    exam = _exam(args)
     seed = args.seed if args.seed is not None else new_seed()
-    plan = build_plan(scenario, seed=seed, inventory=inventory)
+    plan = build_plan(exam.scenario, seed=seed, inventory=exam.inventory)
     if args.format == "json":
         print(json.dumps(plan_as_json(plan), indent=2))
     else:
@@ -472,6 +355,37 @@ def cmd_modules(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    return serve(
+        args.listen,
+        Path(args.data),
+        cert=_path(args, "cert"),
+        key=_path(args, "key"),
+        files=tuple(Path(f) for f in args.files or ()),
+        monitor_key=_path(args, "monitor_key"),
+    )
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from .server.store import Store
+
+    store = Store(Path(args.data))
+    try:
+        if args.token_action == "create":
+            print(store.create_token(args.name, args.role))
+            print(f"chaosrun: token for {args.name} ({args.role}); it is not shown again", file=sys.stderr)
+        elif args.token_action == "list":
+            for row in store.tokens():
+                print(f"{row.name}\t{row.role}\t{row.created}")
+        elif not store.revoke_token(args.name):
+            raise UsageError(f"no token named {args.name!r} in {args.data}")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -483,12 +397,16 @@ def cmd_test(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ._signals import sigterm_as_interrupt
+    from .api import limited
     from .selftest import SelfTestOptions, format_details, format_report, report_as_json, run_selftest
 
-    scenario, _ = _load(argparse.Namespace(scenario=args.scenario, var=args.var, inventory=None))
+    scenario = _exam(args, inventory=False).scenario
     inventory = Path(args.inventory) if args.inventory else None
     if inventory is not None:
-        load_inventory(inventory)  # a bad inventory is an error before anything starts
+        # a bad inventory, or a --limit that selects none of it, is an error before anything starts
+        plan = build_plan(scenario, seed=0, inventory=load_inventory(inventory))
+        if args.limit:
+            limited(plan, args.limit, Path(args.audit))
     seed = args.seed if args.seed is not None else new_seed()
     options = SelfTestOptions(
         audit_dir=Path(args.audit),
@@ -498,6 +416,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         boot_timeout=_duration_arg("--boot-timeout", args.boot_timeout),
         memory_mib=args.memory,
         cpus=args.cpus,
+        limit=args.limit,
     )
     as_json = args.format == "json"
 
@@ -578,6 +497,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="inject the scenario's steps")
     scenario_args(p)
     runtime_args(p)
+    p.add_argument(
+        "--resume",
+        metavar="AUDIT.jsonl",
+        help="go on with the run of that audit log, cut short: the steps that ended there are not run again",
+    )
     p.add_argument("--format", choices=REPORT_FORMATS, default="text", help="the report at the end (text)")
     p.set_defaults(func=cmd_run)
 
@@ -625,6 +549,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=int, default=1024, metavar="MiB", help="memory per lab VM (1024)")
     p.add_argument("--cpus", type=int, default=2, metavar="N", help="virtual CPUs per lab VM (2)")
     p.add_argument("--quiet", action="store_true", help="one line per phase only, not every step's")
+    p.add_argument(
+        "--limit",
+        metavar="PATTERN",
+        help="only these environments of the machines: names, globs, a comma list, @failed or @suspect",
+    )
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("modules", help="the catalogue of chaos and probe modules")
@@ -680,6 +609,33 @@ def _parser() -> argparse.ArgumentParser:
     q = lab.add_parser("down", help="stop a lab's VMs and remove their overlays")
     q.add_argument("-i", "--inventory", required=True, metavar="INVENTORY.yml")
     p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("serve", help="the exam room over HTTP: the API and the live proctor page")
+    p.add_argument("--listen", default="127.0.0.1:8420", metavar="HOST:PORT", help="where to listen (127.0.0.1:8420)")
+    p.add_argument("--data", default="chaosrun-data", metavar="DIR", help="its database and exams (./chaosrun-data)")
+    p.add_argument("--cert", metavar="FILE", help="TLS certificate (PEM), with --key")
+    p.add_argument("--key", metavar="FILE", help="TLS private key (PEM)")
+    p.add_argument(
+        "--files",
+        action="append",
+        metavar="DIR",
+        help="a folder whose scenarios and inventories exams may name by path (repeatable; none by default)",
+    )
+    p.add_argument("--monitor-key", metavar="FILE", help="the monitor's signing key (default: the user's)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("token", help="the access tokens of a `chaosrun serve`")
+    token = p.add_subparsers(dest="token_action", required=True, metavar="ACTION")
+    q = token.add_parser("create", help="a new token for NAME, printed once (only its SHA-256 is kept)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--role", choices=("operator", "proctor"), required=True, help="operators act, proctors read")
+    q.add_argument("--data", default="chaosrun-data", metavar="DIR")
+    q = token.add_parser("list", help="the tokens' names and roles")
+    q.add_argument("--data", default="chaosrun-data", metavar="DIR")
+    q = token.add_parser("revoke", help="remove NAME's token")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--data", default="chaosrun-data", metavar="DIR")
+    p.set_defaults(func=cmd_token)
     return parser
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNTRUSTED", "EXIT_USAGE", "ChaosrunError"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNTRUSTED", "EXIT_USAGE", "ChaosrunError", "UsageError"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the scenario, the run or the check failed
@@ -50,3 +50,9 @@ class ChaosrunError(Exception):
     """
 
     exit_code: ClassVar[int] = EXIT_FAILED
+
+
+class UsageError(ChaosrunError):
+    """A bad command line, or a bad argument to the API (exit 2)."""
+
+    exit_code = EXIT_USAGE

@@ -155,7 +155,23 @@ class _Linter:
                 for option in step.options:
                     self._step(option, graph, top=step)
         self._repairs()
+        self._guards()
         return self.errors
+
+    def _guards(self) -> None:
+        """Each guard names one thing, on a role the scenario has."""
+        roles = set(self.s.targets) | {s.target for s in self.s.all_steps() if s.target}
+        for guard in self.s.guards:
+            if guard.target not in roles:
+                choices = ", ".join(sorted(roles)) or "none defined"
+                self.errors.append(
+                    ScenarioError(
+                        f"guard {guard.label!r} names role {guard.target!r}, which no target or step has "
+                        f"(roles: {choices})",
+                        guard.span,
+                        _hint(guard.target, roles),
+                    )
+                )
 
     def _repairs(self) -> None:
         """``solution`` and ``shortcuts`` name roles the scenario has; shortcut names are unique."""

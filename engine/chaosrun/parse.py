@@ -20,6 +20,8 @@ from .scenario import (
     DEFAULT_CALLBACK_TIMEOUT,
     DEFAULT_PORTS,
     DEFAULT_TIMEOUT,
+    GUARD_KINDS,
+    Guard,
     MonitorSettings,
     Origin,
     Repair,
@@ -257,6 +259,42 @@ def _repairs(root: Node) -> tuple[Repair | None, tuple[Repair, ...]]:
     return solution, tuple(shortcuts)
 
 
+def _guards(root: Node, errors: list[ScenarioError]) -> tuple[Guard, ...]:
+    """The ``guards`` entries (schema-checked), one kind each (else an error in ``errors``)."""
+    out: list[Guard] = []
+    seq = root.at("guards")
+    if seq is None or not isinstance(seq.value, list):
+        return ()
+    for item in seq.value:
+        if not isinstance(item, Node) or not isinstance(item.value, dict):
+            continue
+        kinds = [k for k in GUARD_KINDS if k in item.value]
+        if len(kinds) != 1:
+            if len(kinds) > 1:
+                errors.append(
+                    ScenarioError(
+                        f"a guard guards one thing: {' and '.join(kinds)} here; write one guard for each",
+                        item.span,
+                    )
+                )
+            continue
+        kind = kinds[0]
+        value = item.value[kind].value if isinstance(item.value[kind], Node) else None
+        penalty = _opt(item, "penalty", (int, float), 0)
+        out.append(
+            Guard(
+                kind=kind,
+                target=_opt(item, "target", str, ""),
+                subject=value if isinstance(value, str) else "",
+                penalty=float(penalty) if not isinstance(penalty, bool) else 0.0,
+                span=item.span,
+                description=_opt(item, "description", str, ""),
+                widening=_opt(item, "no_wider_than_baseline", bool, True),
+            )
+        )
+    return tuple(out)
+
+
 def build_scenario(root: Node, text: str, file: str, collect: Callable[[list[ScenarioError]], None]) -> Scenario:
     """Node tree -> Scenario; every error goes to ``collect``."""
     c = _Collector()
@@ -282,6 +320,7 @@ def build_scenario(root: Node, text: str, file: str, collect: Callable[[list[Sce
         base_dir=str(Path(file).resolve().parent),
         solution=solution,
         shortcuts=shortcuts,
+        guards=_guards(root, c.errors),
     )
     collect(errors + c.errors)
     return scenario

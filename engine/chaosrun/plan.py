@@ -55,6 +55,33 @@ class PlannedStep:
     static_skip: bool = False  # its `when` reads only vars/env/target and is false: it will be skipped
 
 
+def machine_step(
+    name: str, target: TargetSpec, module: str, params: Mapping[str, Any], *, kind: StepKind, section: Section,
+    timeout: float, level: int,
+) -> PlannedStep:  # fmt: skip
+    """A step of chaosrun's own on one machine (``restore:web``, ``guard:web``): no scenario
+    step stands behind it, nothing waits for it, it gives no points."""
+    return PlannedStep(
+        id=name,
+        slot=name,
+        span=target.span,
+        kind=kind,
+        section=section,
+        module=module,
+        target=target,
+        params=params,
+        after=(),
+        explicit_needs=False,
+        when=None,
+        expect=None,
+        timeout=timeout,
+        retries=0,
+        points=0.0,
+        wait=None,
+        level=level,
+    )
+
+
 @dataclass(frozen=True)
 class EnvPlan:
     name: str

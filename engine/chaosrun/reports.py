@@ -10,7 +10,52 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CSV_COLUMNS", "report_as_csv", "report_as_junit"]
+__all__ = ["CSV_COLUMNS", "report_as_csv", "report_as_json", "report_as_junit"]
+
+
+def report_as_json(report: Any) -> dict[str, Any]:
+    """A run's or a verify's report (``chaosrun.run.model.RunReport``) as the JSON of
+    ``--format json``, the API and the server: every environment with its points,
+    integrity, signals, shortcuts and steps."""
+    return {
+        "run": report.run_id,
+        "section": report.section.value,
+        "ok": report.ok,
+        "interrupted": report.interrupted,
+        "seed": report.seed,
+        "audit": str(report.audit_path),
+        "points": sum(e.points for e in report.environments),
+        "max_points": sum(e.max_points for e in report.environments),
+        "environments": [
+            {
+                "name": e.name,
+                "ok": e.ok,
+                "points": e.points,
+                "max_points": e.max_points,
+                "integrity": e.integrity,
+                "signals": [s.as_json() for s in e.signals],
+                "zeroed": e.zeroed,
+                "shortcuts": [s.as_json() for s in e.shortcuts],
+                "penalty": e.penalty,
+                "guarded": e.guarded,
+                "steps": [
+                    {
+                        "id": s.id,
+                        "status": s.status.value,
+                        "reason": s.reason,
+                        "duration": s.duration,
+                        "attempts": s.attempts,
+                        "points": s.points,
+                        "max_points": s.max_points,
+                        "result": s.result,
+                    }
+                    for s in e.steps
+                ],
+            }
+            for e in report.environments
+        ],
+    }
+
 
 CSV_COLUMNS = (
     "environment",
@@ -23,6 +68,8 @@ CSV_COLUMNS = (
     "signals",
     "zeroed",
     "time_to_fix",
+    "shortcuts",
+    "penalty",
 )
 
 
@@ -32,13 +79,15 @@ def _points(value: Any) -> str:
 
 def report_as_csv(report: Mapping[str, Any]) -> str:
     """One row per environment and step, in the report's order; ``signals`` joined by
-    spaces. An environment without steps (it never connected) still has a row."""
+    spaces, ``shortcuts`` their kinds likewise (the environment's, on each of its rows). An
+    environment without steps (it never connected) still has a row."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for env in report["environments"]:
         signals = " ".join(s.get("signal", "") for s in env.get("signals", []))
         common = [env.get("integrity", ""), signals, "yes" if env.get("zeroed") else ""]
+        cuts = [" ".join(c.get("kind", "") for c in env.get("shortcuts") or []), _points(env.get("penalty") or 0)]
         for step in env["steps"] or [{"id": "", "status": "", "points": None, "max_points": None, "reason": ""}]:
             fixed = step.get("time_to_fix")
             writer.writerow(
@@ -51,6 +100,7 @@ def report_as_csv(report: Mapping[str, Any]) -> str:
                     step.get("reason") or "",
                     *common,
                     "" if fixed is None else f"{fixed:g}",
+                    *cuts,
                 ]
             )
     return out.getvalue()
@@ -80,9 +130,13 @@ def report_as_junit(report: Mapping[str, Any]) -> str:
             elif step["status"] == "skipped":
                 counts["skipped"] += 1
                 ET.SubElement(case, "skipped", message=step.get("reason") or "skipped")
+        said = []
         if env.get("signals"):
-            out = ET.SubElement(suite, "system-out")
-            out.text = "integrity suspect: " + ", ".join(s.get("signal", "") for s in env["signals"])
+            said.append("integrity suspect: " + ", ".join(s.get("signal", "") for s in env["signals"]))
+        if env.get("shortcuts"):
+            said += [f"shortcut {c.get('kind')}: {c.get('detail')}" for c in env["shortcuts"]]
+        if said:
+            ET.SubElement(suite, "system-out").text = "\n".join(said)
         for key, value in counts.items():
             suite.set(key, str(value))
         total, failures, skipped = total + counts["tests"], failures + counts["failures"], skipped + counts["skipped"]

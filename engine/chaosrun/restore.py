@@ -12,7 +12,9 @@ run it restores.
 A change an earlier restore of the same run undid, or found already undone, is not sent
 again, and a machine an earlier restore finished is not visited again unless a change of it
 is still pending: restoring twice is a no-op. A log the monitor never sealed (the monitor was
-killed) is read up to its last whole record; its chain must be intact.
+killed) is read up to its last whole record; its chain must be intact. A step whose result
+never came is undone from the ``change`` records its module streamed as it went, and a run
+resumed with ``run --resume`` is restored with the runs it resumes.
 """
 
 from __future__ import annotations
@@ -25,15 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EXIT_USAGE, ChaosrunError
-from .plan import EnvPlan, Plan, PlannedStep
-from .run.audit import GENESIS, line_hash
+from .plan import EnvPlan, Plan, PlannedStep, machine_step
+from .run.audit import LogError, read_intact
 from .scenario import Section, StepKind
 
-__all__ = ["PastRun", "RestoreError", "newest_run_log", "read_run", "restore_plan", "restore_summary"]
+__all__ = ["PastRun", "RestoreError", "chain", "newest_run_log", "read_run", "restore_plan", "restore_summary"]
 
 MODULE = "restore"
 TIMEOUT = 900.0  # seconds one machine's restore may take (400,000 files to remove, units to start)
-DONE = frozenset({"restored", "already"})
+DONE = frozenset({"restored", "already", "superseded"})
 
 
 class RestoreError(ChaosrunError):
@@ -66,82 +68,89 @@ class PastRun:
 
 
 def _records(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """The whole records of an audit log whose hash chain holds, and whether it is sealed."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RestoreError(f"cannot read {path}: {exc.strerror or exc}") from None
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    elif lines:
-        lines.pop()  # the torn last line of a writer killed mid-write
-    records: list[dict[str, Any]] = []
-    prev = GENESIS
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise RestoreError(f"{path}:{number}: not a JSON record") from None
-        if not isinstance(record, dict) or record.get("seq") != number - 1 or record.get("prev") != prev:
-            raise RestoreError(
-                f"{path}:{number}: hash chain broken: this record or the one before it was altered "
-                "(restore trusts only an intact log)"
-            )
-        prev = line_hash(line)
-        records.append(record)
-    if not records or records[0].get("event") != "run_start":
-        raise RestoreError(f"{path} is not a chaosrun audit log (it does not start with run_start)")
-    return records, records[-1].get("event") == "seal"
+    return read_intact(path, " (restore trusts only an intact log)")
+
+
+def chain(path: Path) -> list[tuple[Path, list[dict[str, Any]], bool]]:
+    """A run's audit log and those of the runs it resumes (``run --resume``), oldest first:
+    each as (path, intact records, sealed).
+
+    Raises:
+        LogError: one of them is missing or cannot be trusted.
+    """
+    logs: list[tuple[Path, list[dict[str, Any]], bool]] = []
+    seen: set[Path] = set()
+    while True:
+        records, sealed = _records(path)
+        logs.append((path, records, sealed))
+        seen.add(path)
+        earlier = records[0].get("resumes")
+        if not isinstance(earlier, str):
+            return logs[::-1]
+        path = path.parent / f"{earlier}.jsonl"
+        if path in seen:
+            raise LogError(f"{path}: the logs resume each other in a loop")
+        if not path.is_file():
+            raise LogError(f"{logs[-1][0]} resumes run {earlier}, whose audit log {path} is not beside it")
 
 
 def read_run(path: Path) -> PastRun:
-    """The changes and binaries a run's audit log records, per machine.
+    """The changes and binaries a run's audit log records, per machine, with those of the
+    runs it resumes.
+
+    A step attempt's changes are those of its ``result``; an attempt whose result never came
+    (the monitor was killed, the connection cut) has the ``change`` records the module
+    streamed as it made them.
 
     Raises:
         RestoreError: not an intact audit log of a run's steps.
     """
-    records, sealed = _records(path)
-    start = records[0]
+    logs = chain(path)
+    start = logs[-1][1][0]
     if start.get("section") != Section.STEPS.value:
         raise RestoreError(f"{path} records a {start.get('section')} run, not a run of chaos steps: nothing to restore")
-    roles: dict[tuple[str, str], str] = {}
-    environments = []
-    for env in start.get("plan", {}).get("environments", []):
-        environments.append(str(env.get("name")))
-        for step in env.get("steps", []):
-            if step.get("target"):
-                roles[(str(env.get("name")), str(step.get("id")))] = str(step["target"])
     machines: dict[tuple[str, str], Machine] = {}
     counts: dict[tuple[str, str], int] = {}
+    environments: list[str] = []
+    for _, records, _ in logs:
+        roles: dict[tuple[str, str], str] = {}
+        for env in records[0].get("plan", {}).get("environments", []):
+            if (name := str(env.get("name"))) not in environments:
+                environments.append(name)
+            for step in env.get("steps", []):
+                if step.get("target"):
+                    roles[(name, str(step.get("id")))] = str(step["target"])
+        streamed: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
-    def machine(env: str, step: str) -> Machine | None:
-        role = roles.get((env, step))
-        if role is None:
-            return None
-        return machines.setdefault((env, role), Machine(env, role))
-
-    for r in records:
-        event, env, step = r.get("event"), r.get("env"), r.get("step")
-        if not isinstance(env, str) or not isinstance(step, str):
-            continue
-        m = machine(env, step)
-        if m is None:
-            continue
-        if event == "deploy" and isinstance(r.get("sha256"), str):
-            m.binaries.add(f"{r['sha256']}:{int(r.get('size') or 0)}")
-        elif event == "result":
-            for change in r.get("changes") or []:
+        def add(m: Machine, env: str, step: str, changes: list[Any]) -> None:
+            for change in changes:
                 index = counts.get((env, step), 0)
                 counts[(env, step)] = index + 1
                 m.changes.append({"step": step, "index": index, "change": change})
+
+        for r in records:
+            event, env, step = r.get("event"), r.get("env"), r.get("step")
+            if not isinstance(env, str) or not isinstance(step, str) or (role := roles.get((env, step))) is None:
+                continue
+            m = machines.setdefault((env, role), Machine(env, role))
+            if event == "deploy" and isinstance(r.get("sha256"), str):
+                m.binaries.add(f"{r['sha256']}:{int(r.get('size') or 0)}")
+            elif event == "change" and isinstance(r.get("change"), dict):
+                streamed.setdefault((env, step), []).append(r["change"])
+            elif event == "result":  # the attempt's whole story: its streamed changes repeat in it
+                streamed.pop((env, step), None)
+                add(m, env, step, list(r.get("changes") or []))
+            elif event in ("listen", "step_end"):  # a new attempt, or the end: what came without a result
+                add(m, env, step, streamed.pop((env, step), []))
+        for (env, step), changes in streamed.items():  # in flight when the log stopped
+            add(machines[(env, roles[(env, step)])], env, step, changes)
     seed = start.get("seed")
     return PastRun(
         path=path,
         run_id=path.name.removesuffix(".jsonl"),
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         scenario_sha256=start.get("scenario_sha256"),
-        sealed=sealed,
+        sealed=logs[-1][2],
         machines=machines,
         environments=environments,
     )
@@ -192,7 +201,7 @@ def _settled(past: PastRun) -> tuple[set[tuple[str, str, int]], set[tuple[str, s
     for path in _earlier_restores(past):
         try:
             records, _ = _records(path)
-        except RestoreError:
+        except LogError:
             continue  # a damaged restore log settles nothing: those changes are tried again
         for r in records:
             if r.get("event") != "result" or not r.get("ok") or not isinstance(r.get("env"), str):
@@ -239,24 +248,9 @@ def restore_plan(past: PastRun, plan: Plan) -> tuple[Plan, list[str]]:
 
 
 def _step(role: str, target: Any, changes: list[dict[str, Any]], binaries: list[str]) -> PlannedStep:
-    return PlannedStep(
-        id=f"restore:{role}",
-        slot=f"restore:{role}",
-        span=target.span,
-        kind=StepKind.CHAOS,
-        section=Section.STEPS,
-        module=MODULE,
-        target=target,
-        params={"changes": [json.dumps(c, separators=(",", ":")) for c in changes], "binaries": binaries},
-        after=(),
-        explicit_needs=False,
-        when=None,
-        expect=None,
-        timeout=TIMEOUT,
-        retries=0,
-        points=0.0,
-        wait=None,
-        level=1,
+    params = {"changes": [json.dumps(c, separators=(",", ":")) for c in changes], "binaries": binaries}
+    return machine_step(
+        f"restore:{role}", target, MODULE, params, kind=StepKind.CHAOS, section=Section.STEPS, timeout=TIMEOUT, level=1
     )
 
 
@@ -282,6 +276,8 @@ def restore_summary(report: Any) -> list[MachineSummary]:
             counts: dict[str, int] = {}
             left = []
             for o in result.get("outcomes") or []:
+                if o.get("status") == "superseded":
+                    continue  # a step's early record, which its final one stands for: not a change of its own
                 counts[o.get("status", "?")] = counts.get(o.get("status", "?"), 0) + 1
                 if o.get("status") not in DONE:
                     where = o.get("path") or o.get("step")

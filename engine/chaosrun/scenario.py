@@ -142,6 +142,30 @@ class Repair:
     description: str = ""
 
 
+GUARD_KINDS = ("path", "firewall", "unit", "selinux", "sudoers", "pam", "tool", "ports")
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What must stay as in the baseline on one role's machine (``guards:``).
+
+    ``kind`` is one of :data:`GUARD_KINDS`; ``subject`` is the path, unit or tool it
+    names ("" for the others). Broken, it takes ``penalty`` points off the environment.
+    """
+
+    kind: str
+    target: str
+    subject: str
+    penalty: float
+    span: Span
+    description: str = ""
+    widening: bool = True  # path: also no mode, owner or ACL wider than the baseline
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.subject}" if self.subject else self.kind
+
+
 @dataclass(frozen=True)
 class Scenario:
     file: str
@@ -156,6 +180,7 @@ class Scenario:
     base_dir: str  # folder of the file: relative identity/known_hosts paths start here
     solution: Repair | None = None
     shortcuts: tuple[Repair, ...] = ()
+    guards: tuple[Guard, ...] = ()
 
     def all_steps(self) -> list[Step]:
         """Every step, option and probe, in file order."""

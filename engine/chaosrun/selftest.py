@@ -25,6 +25,7 @@ the scenario's ``monitor.callback`` says (a lab is not the exam network).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +34,11 @@ from typing import IO, Any
 
 from .errors import ChaosrunError
 from .inventory import load_inventory
+from .limit import select
 from .plan import Plan, build_plan, pick_option
 from .run.repair import run_repair
 from .scenario import Repair, Scenario, Section, StepKind
+from .shortcuts import Baseline, load_baseline
 
 __all__ = [
     "Phase",
@@ -112,6 +115,7 @@ class SelfTestOptions:
     boot_timeout: float = 300.0
     memory_mib: int = 1024
     cpus: int = 2
+    limit: str | None = None  # --limit: only these environments of each track's machines
 
 
 class _Interrupted(Exception):
@@ -318,8 +322,10 @@ class _Tracks:
     def plan_for(self, inventory_path: Path, track: _Track) -> Plan | None:
         inventory = load_inventory(inventory_path)
         seed = self.options.seed
+        envs = [e.name for e in build_plan(self.scenario, seed=seed, inventory=inventory).environments]
+        if self.options.limit:
+            envs = select(envs, self.options.limit, self.options.audit_dir)
         if track.picks:
-            envs = [e.name for e in build_plan(self.scenario, seed=seed, inventory=inventory).environments]
             found = _seed_picking(self.scenario, envs, track.picks, seed + 1)
             if found is None:
                 self.report.phases.append(
@@ -327,7 +333,8 @@ class _Tracks:
                 )
                 return None
             seed = found
-        return build_plan(self.scenario, seed=seed, inventory=inventory)
+        plan = build_plan(self.scenario, seed=seed, inventory=inventory)
+        return dataclasses.replace(plan, environments=tuple(e for e in plan.environments if e.name in envs))
 
     def _phase(self, track: str, name: str, expect: str, body: Callable[[Phase], None]) -> bool:
         p = Phase(track, name, expect)
@@ -346,7 +353,9 @@ class _Tracks:
         name = track.name
 
         def section(p: Phase, which: Section, reboot: bool = False) -> tuple[Any, list[str], list[str]]:
-            result = _run(plan, self.options, self.audit_dir, f"{name}-{p.name}", which, reboot, self.log)
+            chaos_log = self.audit_dir / f"{name}-chaos.jsonl"
+            baseline = load_baseline(chaos_log) if which is Section.VERIFY and chaos_log.is_file() else None
+            result = _run(plan, self.options, self.audit_dir, f"{name}-{p.name}", which, reboot, self.log, baseline)
             p.audit = str(result.audit_path) if result.audit_path else None
             if result.interrupted:
                 raise _Interrupted
@@ -354,6 +363,7 @@ class _Tracks:
             p.max_points = sum(e.max_points for e in result.environments)
             envs = result.environments
             suspect = [f"suspect {e.name}: {', '.join(s.signal for s in e.signals)}" for e in envs if e.signals]
+            suspect += [f"shortcuts {e.name}: {', '.join(_said(c) for c in e.shortcuts)}" for e in envs if e.shortcuts]
             failing = sorted({s.id for e in envs for s in e.steps if s.max_points > 0 and not _passed(s)})
             return result, failing, suspect
 
@@ -384,7 +394,11 @@ class _Tracks:
             result, failing, suspect = section(p, Section.VERIFY, True)
             self.caught.update(failing)
             p.ok = all(e.points < e.max_points for e in result.environments)
-            told = f"caught by: {', '.join(failing)}" if p.ok else "the shortcut earns full points"
+            penalised = sorted({c.guard for e in result.environments for c in e.shortcuts if c.penalty and c.guard})
+            caught = [*failing, *(f"guard {g}" for g in penalised)]
+            told = f"caught by: {', '.join(caught)}" if p.ok else "the shortcut earns full points"
+            if not p.ok and any(e.shortcuts for e in result.environments):
+                told += " (seen as a shortcut, but no guard with a penalty covers it: add one to `guards:`)"
             p.detail = "; ".join([told, *suspect])
 
         def apply(p: Phase) -> None:
@@ -426,6 +440,10 @@ class _Tracks:
         self._phase("all", "coverage", "every graded probe fails somewhere", body)
 
 
+def _said(cut: Any) -> str:
+    return f"{cut.kind} {cut.subject}" + (f" (guard {cut.guard}, -{cut.penalty:g})" if cut.penalty else "")
+
+
 def _fine(step: Any) -> bool:
     return bool(step.status.value in ("ok", "skipped"))
 
@@ -442,6 +460,7 @@ def _run(
     section: Section,
     reboot: bool,
     log: IO[str],
+    baseline: Baseline | None = None,
 ) -> Any:
     from .run.runner import RunOptions
     from .session import run_section
@@ -453,6 +472,7 @@ def _run(
         key_path=options.key_path,
         reboot=reboot,
         boot_timeout=options.boot_timeout,
+        baseline=baseline,
     )
     return run_section(plan, run_options, plain=True, log=log)
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .plan import Plan
+    from .run.model import Reporter
     from .run.runner import RunOptions, RunReport
 
 __all__ = ["new_seed", "run_section"]
@@ -35,6 +36,7 @@ def run_section(
     plain: bool = False,
     log: IO[str] | None = None,
     console: Console | None = None,
+    reporter: Reporter | None = None,
 ) -> RunReport:
     """Run ``options.section`` of ``plan`` on every environment, showing its progress.
 
@@ -49,6 +51,7 @@ def run_section(
         log: where plain lines go (default: stderr).
         console: where the summary table goes once the run is over; None prints none
             (the caller prints the report itself, e.g. as JSON).
+        reporter: where progress goes instead of the terminal (``chaosrun.api``'s events).
 
     Returns:
         The report of the run, interrupted or not.
@@ -63,8 +66,9 @@ def run_section(
     from .run.progress import LiveReporter, PlainReporter, print_summary
     from .run.runner import run_plan
 
-    live = not plain and sys.stderr.isatty()
-    reporter = LiveReporter() if live else PlainReporter(log)
+    if reporter is None:
+        live = not plain and sys.stderr.isatty()
+        reporter = LiveReporter() if live else PlainReporter(log)
     try:
         report = trio.run(run_plan, plan, dataclasses.replace(options, reporter=reporter))
     except BaseExceptionGroup as group:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .errors import ChaosrunError
 from .plan import Plan
@@ -89,14 +89,20 @@ def clock_starts(audit_dir: Path, since: Path | None) -> tuple[dict[str, float],
             if since is not None:
                 raise ChaosrunError(f"--since {path}: not the audit log of a run (of the scenario's steps)")
             continue
-        ends: dict[str, float] = {}
-        for line in lines[1:]:
+        records: list[Any] = []
+        for line in lines:
             try:
-                record = json.loads(line)
+                records.append(json.loads(line))
             except ValueError:
                 break
+        if first.get("resumes"):  # a resumed run: an environment's end is its first, in the run it ended in
+            from .restore import chain
+
+            records = [r for _, log, _ in chain(path) for r in log]
+        ends: dict[str, float] = {}
+        for record in records:
             if record.get("event") == "env_end" and (t := _ts(record.get("ts"))) is not None:
-                ends[str(record.get("env"))] = t
+                ends.setdefault(str(record.get("env")), t)
         return ends, str(path)
     return {}, ""
 
@@ -114,7 +120,7 @@ def run_watch(
     clock: Mapping[str, float],
     clock_source: str,
     run_pass: Callable[[Plan, RunOptions], RunReport],
-    log: IO[str],
+    note: Callable[[str], None],
     sleep: Callable[[float], None] = time.sleep,
 ) -> WatchReport:
     """Grade ``plan`` every ``interval`` seconds (jittered) for ``until`` seconds, or until a
@@ -143,7 +149,7 @@ def run_watch(
                     w.regressed = True
                 w.passing = ok
         done = sum(w.passing for w in probes.values())
-        print(f"chaosrun: watch pass {passes}: {done} of {len(probes)} probes pass", file=log, flush=True)
+        note(f"watch pass {passes}: {done} of {len(probes)} probes pass")
         if report.interrupted:
             break
         pause = interval * rng.uniform(0.8, 1.2)

@@ -81,7 +81,9 @@ class RunResult:
     audit_path: Path | None = None
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        return [r for r in self.audit if r["event"] == name]
+        """The records of one event, the guard pass's own steps left out (a run takes a
+        baseline before its first chaos step: chaosrun.shortcuts)."""
+        return [r for r in self.audit if r["event"] == name and not str(r.get("step", "")).startswith("guard:")]
 
     def step_end(self, step: str) -> dict[str, Any]:
         found = [r for r in self.events("step_end") if r["step"] == step]

@@ -86,3 +86,37 @@ def test_limit_on_verify_grades_only_the_suspect_or_named_ones(exam: Exam, tmp_p
     assert {r["env"] for r in graded.events("env_end")} == {"cand-001", "cand-003"}
     none = exam.chaosrun("verify", scenario, "-i", inventory, "--plain", "--limit", "@suspect")
     assert none.code == 2 and "selects no environment (the past run has none @suspect)" in none.stderr
+
+
+def test_limit_on_test_runs_the_self_test_on_the_named_environments_only(exam: Exam) -> None:
+    for env in ENVS:
+        (exam.sandbox / env).mkdir()
+        (exam.sandbox / env / "key").write_text("k\n")
+        (exam.sandbox / env / "key").chmod(0o644)
+    scenario = exam.workdir / "t.yml"
+    scenario.write_text(
+        "version: 1\nname: t\ntargets:\n  web: {host: 127.0.0.1}\n"
+        f"vars:\n  root: '{exam.sandbox}'\n"
+        "steps:\n  - {id: lock, target: web, chaos: chmod, with: {path: '${vars.root}/${env.name}/key', mode: '0000'}}\n"
+        "verify:\n  - id: key\n    target: web\n    probe: file_mode\n"
+        "    with: {path: '${vars.root}/${env.name}/key'}\n    expect: result.mode == \"0644\"\n    points: 1\n"
+        f"solution:\n  web: chmod 0644 {exam.sandbox}/cand-00*/key\n"
+    )
+    inventory = exam.inventory(["web"], envs=ENVS)
+    audit = exam.workdir / "audit"
+    done = exam.chaosrun("test", scenario, "-i", inventory, "--limit", "cand-002", "--audit", audit, "--format", "json")
+    # every phase passes on cand-002 alone, but the reboot: the test sshd is the monitor's machine
+    phases = {f"{p['track']}/{p['phase']}": p for p in json.loads(done.stdout)["phases"]}
+    failed = [name for name, p in phases.items() if not p["ok"]]
+    assert failed == ["solution/reboot"] and "does not reboot the monitor" in phases["solution/reboot"]["detail"]
+    assert phases["solution/broken"]["ok"] and phases["solution/fixed"]["ok"]
+    logs = sorted(audit.rglob("*.jsonl"))
+    assert logs
+    touched = {r["env"] for log in logs for r in map(json.loads, log.read_text().splitlines()) if "env" in r}
+    assert touched == {"cand-002"}, [log.name for log in logs]
+    assert (exam.sandbox / "cand-001" / "key").stat().st_mode & 0o777 == 0o644  # never touched
+    assert (exam.sandbox / "cand-003" / "key").stat().st_mode & 0o777 == 0o644
+
+    bad = exam.chaosrun("test", scenario, "-i", inventory, "--limit", "cand-9", "--audit", audit)
+    assert bad.code == 2 and "no environment 'cand-9' in the inventory" in bad.stderr
+    assert exam.leftovers() == []

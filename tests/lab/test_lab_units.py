@@ -60,13 +60,12 @@ def test_a_flag_without_the_device_means_tcg(tmp_path: Path) -> None:
     assert accel.name == "tcg" and "does not exist" in accel.reason
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root opens any file read-write")
 def test_a_device_that_does_not_open_means_tcg(tmp_path: Path) -> None:
+    # A directory refuses O_RDWR even to root, as a node without a driver would (EISDIR, ENXIO).
     device = tmp_path / "kvm"
-    device.write_text("")
-    device.chmod(0o400)
+    device.mkdir()
     accel = detect_accel(CPUINFO_VMX, device)
-    assert accel.name == "tcg" and accel.reason.startswith(f"cannot open {device}")
+    assert accel.name == "tcg" and accel.reason.startswith(f"cannot open {device}: ")
 
 
 def test_the_flags_are_read_only_from_flags_lines() -> None:

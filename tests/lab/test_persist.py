@@ -156,3 +156,92 @@ def test_persisted_faults_survive_a_real_reboot_the_others_do_not(persist_vm: La
     assert _ssh(vm, "cat /proc/sys/net/ipv4/icmp_echo_ignore_all /proc/sys/vm/swappiness").split() == ["1", "60"]
     print(f"nftables.service before the run: {was_enabled}; chaosrun run: {run_seconds:.1f} s; "
           f"verify --reboot: {verify_seconds:.1f} s")  # fmt: skip
+
+
+#: A firewall as an exam machine might have one: drop by default, the exam's ports open.
+FIREWALL = r"""flush ruleset
+table inet exam {
+  chain input {
+    type filter hook input priority 0; policy drop;
+    ct state established,related accept
+    iif lo accept
+    tcp dport 22 accept
+    tcp dport { 80, 443, 8080 } accept
+    udp dport 53 accept
+    icmp type echo-request accept
+  }
+}
+"""
+
+SHORTCUTS = """version: 1
+name: lab-shortcuts
+description: nginx stopped and a port blocked; the candidate takes every shortcut there is
+monitor: { callback: tunnel }
+targets:
+  target: { host: 127.0.0.1 }
+steps:
+  - { id: stop_web, target: target, chaos: stop_service, with: { service: nginx } }
+  - { id: block_alt, target: target, chaos: block_port, with: { port: 8080 } }
+verify:
+  - { id: web, target: target, probe: service_active, with: { service: nginx }, expect: result.active, points: 1 }
+guards:
+  - { target: target, firewall: true, penalty: 2 }
+  - { target: target, unit: nginx, penalty: 1 }
+  - { target: target, tool: curl, penalty: 1 }
+  - { target: target, sudoers: true, penalty: 1 }
+  - { target: target, pam: true, penalty: 1 }
+"""
+
+
+def _shortcuts(report: dict) -> dict[str, list[dict]]:  # type: ignore[type-arg]
+    (env,) = report["environments"]
+    assert env["guarded"] == "ok", env
+    out: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+    for cut in env["shortcuts"]:
+        out.setdefault(cut["kind"], []).append(cut)
+    return out
+
+
+def test_the_guard_pass_finds_the_shortcuts_a_real_machine_allows(persist_vm: LabVm, tmp_path: Path) -> None:
+    """After the reboot test above (its faults stay: they are not this scenario's)."""
+    vm = persist_vm
+    _ssh(vm, f"cat > /etc/nftables.conf <<'EOF'\n{FIREWALL}EOF\nnft -f /etc/nftables.conf && systemctl enable nftables")
+    _ssh(vm, "rm -f /etc/nftables.d/local.nft; systemctl start nginx")
+    scenario = tmp_path / "shortcuts.yml"
+    scenario.write_text(SHORTCUTS)
+    report, _ = _chaosrun(vm, tmp_path, scenario, "run")
+    assert report["ok"], json.dumps(report, indent=1)
+    baseline = json.loads(
+        next(line for line in (tmp_path / report["audit"]).read_text().splitlines() if '"event":"baseline"' in line)
+    )["posture"]
+    assert baseline["firewall"]["live"]["rules"] == 6 and baseline["units"]["nginx.service"]["file_state"] == "enabled"
+
+    # one rule of the exam's deleted besides the chaos's own (as many rules as before, one gone)
+    _ssh(
+        vm, "nft delete rule inet exam input handle $(nft -a list chain inet exam input | awk '/dport 53/ {print $NF}')"
+    )
+    graded, _ = _chaosrun(vm, tmp_path, scenario, "verify")
+    found = _shortcuts(graded)
+    assert [k for k in found if k.startswith("firewall")] == ["firewall_rule_deleted"], found
+    assert found["firewall_rule_deleted"][0]["penalty"] == 2 and graded["environments"][0]["penalty"] == 2
+
+    # then every shortcut at once: the service comes back, but at what cost
+    _ssh(
+        vm,
+        "nft flush ruleset && : > /etc/nftables.conf && systemctl disable nftables"
+        " && systemctl mask nginx"
+        " && printf '#!/bin/sh\\necho 200\\n' > /usr/local/bin/curl && chmod 755 /usr/local/bin/curl"
+        " && echo 'candidate ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/zz-shortcut"
+        " && echo 'auth sufficient pam_permit.so' >> /etc/pam.d/su",
+    )
+    graded, _ = _chaosrun(vm, tmp_path, scenario, "verify")
+    found = _shortcuts(graded)
+    wanted = {"firewall_flushed", "firewall_opened", "boot_firewall_changed", "unit_masked", "tool_replaced",
+              "sudoers_changed", "pam_changed"}  # fmt: skip
+    assert wanted <= set(found), found
+    assert "inet exam input" in found["firewall_opened"][0]["detail"]
+    assert found["tool_replaced"][0]["detail"].startswith("curl: /usr/local/bin/curl is not the /usr/bin/curl")
+    assert "/etc/sudoers.d/zz-shortcut added" in found["sudoers_changed"][0]["detail"]
+    (env,) = graded["environments"]
+    assert env["penalty"] == 6 and env["points"] == 0, env
+    _ssh(vm, "systemctl unmask nginx; rm -f /usr/local/bin/curl /etc/sudoers.d/zz-shortcut")

@@ -150,6 +150,7 @@ class Run:
     config: bytes
     secret: StepSecret
     logs_seen: list[dict[str, Any]] = field(default_factory=list)
+    changes_seen: list[dict[str, Any]] = field(default_factory=list)
     binary_gone_at_connect: bool | None = None
     tap: Tap | None = None
 
@@ -196,10 +197,15 @@ async def run_module(
         compress=compress,
     )
     logs_seen: list[dict[str, Any]] = []
+    changes_seen: list[dict[str, Any]] = []
     served: dict[str, Any] = {}
 
     async def on_log(message: dict[str, Any]) -> None:
         logs_seen.append(message)
+
+    async def on_change(change: dict[str, Any]) -> None:
+        changes_seen.append(change)
+        served.setdefault("files_at_change", target.exists())
 
     async def serve() -> None:
         stream = await listener.accept()
@@ -216,6 +222,7 @@ async def run_module(
                     config_sha256=config_sha256(config),
                     exe_sha256=binary.sha256,
                     on_log=on_log,
+                    on_change=on_change,
                 )
             except CallbackRejected as exc:
                 served["rejected"] = exc
@@ -245,6 +252,7 @@ async def run_module(
         config=config,
         secret=secret,
         logs_seen=logs_seen,
+        changes_seen=changes_seen,
         binary_gone_at_connect=served.get("gone"),
         tap=served.get("tap"),
     )
@@ -345,6 +353,27 @@ async def test_chaos_logs_stream_before_the_result(builder: Builder, tmp_path: P
     assert run.callback.result["changes"][0]["path"] == str(target)
     assert isinstance(log["ts"], float)
     assert isinstance(log["fields"], dict)
+
+
+async def test_each_change_streams_as_it_is_made_and_the_result_repeats_it(builder: Builder, tmp_path: Path) -> None:
+    binary = await trio.to_thread.run_sync(built, builder, "chmod")
+    target = tmp_path / "graded.conf"
+    target.write_text("x")
+    target.chmod(0o644)
+
+    run = await run_module(binary, tmp_path, {"path": str(target), "mode": "0000"})
+
+    assert run.returncode == 0, run.stderr
+    assert run.callback is not None and run.callback.result["ok"] is True
+    (change,) = run.changes_seen
+    assert change == run.callback.result["changes"][0]
+    assert (change["action"], change["path"], change["before"], change["after"]) == (
+        "chmod",
+        str(target),
+        "0644",
+        "0000",
+    )
+    assert change["detail"]["state_after"]["mode"] == "0000"
 
 
 async def test_binary_deletes_itself_at_start(builder: Builder, tmp_path: Path) -> None:
@@ -521,7 +550,7 @@ class Step:
 
 async def run_step(tmp_path: Path, attack: Attack, probe: str) -> Step:
     tmp_dir = tmp_path / "target-tmp"
-    tmp_dir.mkdir(exist_ok=True)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
     text = (
         f"version: 1\nname: root-candidate\ntargets:\n  web: {{host: 127.0.0.1, tmp_dir: {tmp_dir}}}\n"
         f"steps:\n  - {{id: graded, target: web, {probe}}}\n"
@@ -664,6 +693,40 @@ async def test_a_flood_with_a_stolen_config_fails_the_step_at_once_with_one_reco
     assert sum(len(json.dumps(r)) for r in step.events("log")) <= LOG_AUDIT_BUDGET
     assert step.audit_path.stat().st_size < 64 * 1024
     assert sent, "the thief got its hello through"
+
+
+@pytest.mark.usefixtures("_runtime_modules")
+async def test_change_messages_are_written_before_the_result_and_a_flood_of_them_is_cut_off(tmp_path: Path) -> None:
+    def changes(count: int) -> Attack:
+        async def send(conn: HostileConnection, command: str, config: bytes) -> Process:
+            stream, session = await thief_session(conn, config)
+            try:
+                for i in range(count):
+                    change = {"action": "chmod", "path": f"/srv/{i}", "before": "0644", "after": "0000"}
+                    await session.send(session.frame({"t": "change", "change": change}))
+                result = {"t": "result", "step": json.loads(config)["step"], "ok": True, "error": None,
+                          "result": {"exists": True}, "changes": [], "config_sha256": config_sha256(config)}  # fmt: skip
+                await session.send(session.frame(result))
+                await session.receive_ack()
+            except CallbackRejected:
+                pass  # the monitor hung up
+            await stream.aclose()
+            return await conn.inner.start("exit 0")
+
+        return send
+
+    step = await run_step(tmp_path / "three", changes(3), f"probe: file_exists, with: {{path: {tmp_path}}}")
+    assert step.outcome.status is StepStatus.OK, step.outcome.reason
+    events = [r["event"] for r in step.audit]
+    assert [r["change"]["path"] for r in step.events("change")] == ["/srv/0", "/srv/1", "/srv/2"]
+    assert max(i for i, e in enumerate(events) if e == "change") < events.index("result")
+
+    step = await run_step(tmp_path / "flood", changes(1500), f"probe: file_exists, with: {{path: {tmp_path}}}")
+    assert step.outcome.status is StepStatus.FAILED
+    assert step.outcome.reason.startswith("callback flooded: change message 1001 (frame 1001)")
+    assert len(step.events("change")) == 1000
+    (flooded,) = step.events("callback_flooded")
+    assert flooded["limit"] == "change_messages"
 
 
 @pytest.mark.usefixtures("_runtime_modules")

@@ -190,5 +190,21 @@ def test_declaration_documents_its_result_fields(folder: Path) -> None:
 def test_the_catalogue_holds_every_folder_and_nothing_else() -> None:
     # besides the monitor-only probes of schemas/monitor_probes/ (tests/unit/test_monitor_decls.py)
     internal = [f.name for f in FOLDERS if _declaration(f)["x-kind"] == "internal"]
-    assert internal == ["restore"]  # chaosrun's own tool: built and deployed, never in a scenario
+    assert internal == ["guard", "restore"]  # chaosrun's own tools: built and deployed, never in a scenario
     assert sorted(n for n, d in catalogue().items() if d.runs_from(Origin.TARGET)) == sorted(set(IDS) - set(internal))
+
+
+def test_every_change_a_module_records_is_one_restore_undoes() -> None:
+    """A module's ``Action: "..."`` is a case of the restore module (chaos_go/modules/restore)."""
+    modules = ROOT / "chaos_go" / "modules"
+    restore = "".join(p.read_text() for p in (modules / "restore").glob("*.go") if not p.name.endswith("_test.go"))
+    handled = set(re.findall(r'"([a-z_]+)"', restore))
+    recorded: set[str] = set()
+    for source in [*modules.glob("*/*.go"), *(ROOT / "chaos_go" / "kit").glob("*.go")]:
+        if source.name.endswith("_test.go") or source.parent.name == "restore":
+            continue
+        recorded |= set(re.findall(r'Action:\s*"([a-z_]+)"', source.read_text()))
+    systemctl = {a for a in recorded if a.startswith("systemctl_")}
+    assert recorded - systemctl - handled == set()
+    assert "systemctl_" in restore  # units' states: every systemctl_ACTION, by its prefix
+    assert {"chmod", "write_file", "spawn_process", "nft_add_rule", "edit_account"} <= recorded

@@ -53,10 +53,11 @@ const (
 
 // Outcome is what one connection delivered.
 type Outcome struct {
-	Hello  map[string]any
-	Logs   []map[string]any
-	Result map[string]any // the whole result message, "t" included
-	Err    error          // why the monitor dropped the connection, if it did
+	Hello   map[string]any
+	Logs    []map[string]any
+	Changes []map[string]any // the change messages, "t" included, as they came
+	Result  map[string]any   // the whole result message, "t" included
+	Err     error            // why the monitor dropped the connection, if it did
 }
 
 // NewMonitor listens on 127.0.0.1:0 with a fresh token and key; the listener closes with t.
@@ -141,6 +142,8 @@ func (m *Monitor) serve(timeout time.Duration) Outcome {
 		switch msg["t"] {
 		case "log":
 			out.Logs = append(out.Logs, msg)
+		case "change":
+			out.Changes = append(out.Changes, msg)
 		case "result":
 			out.Result = msg
 			out.Err = m.ack(conn)

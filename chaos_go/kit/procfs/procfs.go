@@ -186,3 +186,39 @@ func WaitHolding(ctx context.Context, procDir string, pid int, target string, ti
 		}
 	}
 }
+
+// userHZ is the unit of /proc's clock ticks (USER_HZ, 100 on every Linux architecture
+// chaosrun builds for, whatever the kernel's own HZ).
+const userHZ = 100
+
+// StartedAt is when a process whose Start is start (clock ticks after boot) started: the
+// boot time of procDir/stat's btime plus start. ok is false when btime cannot be read.
+func StartedAt(procDir string, start uint64) (at time.Time, ok bool) {
+	b, err := os.ReadFile(filepath.Join(procDir, "stat"))
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, found := strings.CutPrefix(line, "btime "); found {
+			boot, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+			if err != nil {
+				return time.Time{}, false
+			}
+			return time.Unix(boot, 0).Add(time.Duration(start) * time.Second / userHZ), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// Holds says whether process pid has a descriptor whose link is target now (a path, or
+// "PATH (deleted)").
+func Holds(procDir string, pid int, target string) bool {
+	fdDir := filepath.Join(procDir, strconv.Itoa(pid), "fd")
+	entries, _ := os.ReadDir(fdDir)
+	for _, e := range entries {
+		if link, _ := os.Readlink(filepath.Join(fdDir, e.Name())); link == target {
+			return true
+		}
+	}
+	return false
+}

@@ -132,6 +132,12 @@ func WaitBound(ctx context.Context, procDir string, pid int, protocol string, po
 	}
 }
 
+// Owns says whether process pid holds a socket bound to port (listening, for TCP) now.
+func Owns(procDir string, pid int, protocol string, port int64) bool {
+	found, err := ownsPort(procDir, pid, protocol, port)
+	return err == nil && found
+}
+
 // ownsPort says whether pid has an open socket bound to port. Its being gone
 // is an error: it could not bind.
 func ownsPort(procDir string, pid int, protocol string, port int64) (bool, error) {

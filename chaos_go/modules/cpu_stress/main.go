@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"chaosrun/chaos_go/kit"
-	"chaosrun/chaos_go/kit/procfs"
 )
 
 //go:embed params.schema.json
@@ -31,17 +30,15 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	}
 	duration := time.Duration(p.Int("duration")) * time.Second
 	name := p.String("process_name")
-	until := time.Now().Add(duration)
-
-	pid, err := kit.Spawn(ctx, name, map[string]any{"workers": workers, "duration_s": int64(duration / time.Second)})
+	fault, err := kit.StartOnce(ctx, r, "load process", name,
+		map[string]any{"workers": workers, "duration_s": int64(duration / time.Second)}, duration, startTimeout)
 	if err != nil {
-		return fmt.Errorf("start load process: %w", err)
+		return err
 	}
-	start, err := procfs.WaitNamed(ctx, "/proc", pid, name, startTimeout)
-	if err != nil {
-		return fmt.Errorf("start load process: %w", err)
+	pid, start, until := fault.PID, fault.Start, fault.Until
+	if !fault.Again {
+		r.Logf("load process %d (%s) runs %d workers for %s", pid, name, workers, duration)
 	}
-	r.Logf("load process %d (%s) runs %d workers for %s", pid, name, workers, duration)
 	r.Set("pid", pid)
 	r.Set("workers", workers)
 	r.Set("until", float64(until.UnixMilli())/1000)

@@ -26,6 +26,17 @@ const mib = 1 << 20
 
 func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	path, name := p.String("path"), p.String("process_name")
+	if own, ok := kit.OwnFaultProcess(name, func(pid int) bool { return procfs.Holds("/proc", pid, path+" (deleted)") }); ok {
+		r.AlreadyInPlace("process %d (%s) of an earlier attempt holds deleted %s", own.PID, name, path)
+		r.Changed(kit.Change{Action: "spawn_process", Detail: map[string]any{"pid": own.PID, "process_name": name, "deleted_path": path}})
+		r.Set("pid", own.PID)
+		size, err := waitHeld(ctx, own.PID, path)
+		if err != nil {
+			return err
+		}
+		r.Set("size_mb", size/mib)
+		return nil
+	}
 	if _, err := os.Lstat(path); err == nil {
 		return fmt.Errorf("%s exists; refusing to delete it", path)
 	}

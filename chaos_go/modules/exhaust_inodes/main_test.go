@@ -33,8 +33,29 @@ func TestCreatesEmptyFilesInANewDirectory(t *testing.T) {
 	if fi, _ := entries[0].Info(); fi.Size() != 0 || !fi.Mode().IsRegular() || entries[0].Name() != "sess_00000000" {
 		t.Errorf("first entry: got %s %v; want an empty regular sess_00000000", entries[0].Name(), fi)
 	}
-	if ch := r.Changes(); len(ch) != 1 || ch[0].Detail["created_dir"] != filepath.Join(base, "php") {
-		t.Errorf("changes: got %+v; want created_dir %s", ch, filepath.Join(base, "php"))
+	ch := r.Changes()
+	if len(ch) != 2 || ch[0].Detail["in_progress"] != true || ch[0].Detail["limit"] != int64(500) {
+		t.Fatalf("changes: got %+v; want the names it will make first, streamed before any file", ch)
+	}
+	if ch[1].Detail["created_dir"] != filepath.Join(base, "php") || ch[1].Detail["limit"] != int64(500) {
+		t.Errorf("changes: got %+v; want created_dir %s, limit 500", ch[1], filepath.Join(base, "php"))
+	}
+}
+
+func TestAppliedAgainItFinishesWhatAnEarlierAttemptStartedAndDoesNotDoubleIt(t *testing.T) {
+	dir := t.TempDir()
+	for i := int64(0); i < 120; i++ { // an attempt killed after 120 files
+		os.WriteFile(filepath.Join(dir, name("sess_", i)), nil, 0o600)
+	}
+	r := moduletest.MustRun(t, declaration, run, map[string]any{"dir": dir, "count": 500})
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 500 || r.Result()["created"] != int64(380) || r.Result()["already_in_place"] != false {
+		t.Errorf("got %d entries, result %v; want 500 in all, 380 made now", len(entries), r.Result())
+	}
+	again := moduletest.MustRun(t, declaration, run, map[string]any{"dir": dir, "count": 500})
+	entries, _ = os.ReadDir(dir)
+	if len(entries) != 500 || again.Result()["created"] != int64(0) || again.Result()["already_in_place"] != true {
+		t.Errorf("again: got %d entries, result %v; want 500, already in place", len(entries), again.Result())
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -45,8 +46,36 @@ func TestWritesRealBlocks(t *testing.T) {
 	if got := fmt.Sprint(r.Result()["written_mb"], r.Result()["disk_full"]); got != "3 false" {
 		t.Errorf("result: got %q; want %q", got, "3 false")
 	}
-	if ch := r.Changes(); len(ch) != 1 || ch[0].Action != "create_file" || ch[0].Path != path {
-		t.Errorf("changes: got %+v; want create_file %s", ch, path)
+	ch := r.Changes()
+	if len(ch) != 2 || ch[0].Action != "create_file" || ch[0].Path != path || ch[0].Detail["in_progress"] != true {
+		t.Fatalf("changes: got %+v; want create_file %s streamed before the first block, then its final one", ch, path)
+	}
+	if ch[1].After != int64(3) || ch[1].Detail["in_progress"] != nil {
+		t.Errorf("final change: got %+v; want 3 MiB written", ch[1])
+	}
+	if data, _ := os.ReadFile(path); !strings.HasPrefix(string(data), header) {
+		t.Errorf("the file does not start with its mark %q", header)
+	}
+}
+
+func TestAppliedAgainItTopsUpItsOwnFileAndThenSaysItIsInPlace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fill.bin")
+	if _, err := moduletest.Run(t, declaration, run, map[string]any{"path": path, "size_mb": 1}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := moduletest.Run(t, declaration, run, map[string]any{"path": path, "size_mb": 3}) // killed at 1 of 3 MiB
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != 3<<20 || r.Result()["already_in_place"] != false || r.Result()["written_mb"] != int64(3) {
+		t.Fatalf("got %d bytes, result %v; want topped up to 3 MiB", fi.Size(), r.Result())
+	}
+	again, err := moduletest.Run(t, declaration, run, map[string]any{"path": path, "size_mb": 3})
+	if err != nil || again.Result()["already_in_place"] != true {
+		t.Fatalf("again: got %v, result %v; want already in place", err, again.Result())
+	}
+	if fi, _ := os.Stat(path); fi.Size() != 3<<20 {
+		t.Errorf("again: %d bytes; want 3 MiB, not doubled", fi.Size())
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"chaosrun/chaos_go/kit"
+	"chaosrun/chaos_go/kit/mounts"
 	"chaosrun/chaos_go/kit/sysexec"
 )
 
@@ -140,25 +141,42 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	r.Set("before", before)
 	r.Set("after", after)
 	r.Set("line", line)
+	// systemd makes mount units of the fstab; until it reloads, mount(8) warns that it
+	// "still uses the old version" and the next boot is the first to read the new one.
+	systemctl, lookErr := sysexec.LookTool("systemctl", p.String("systemctl_path"))
 	if text != string(old.Content) {
 		want := old
 		want.Content = []byte(text)
-		if err := kit.WriteRecorded(r, fstab, old, want, false, nil); err != nil {
+		if err := kit.WriteRecorded(r, fstab, old, want, false, undoDetail(p, systemctl, lookErr == nil)); err != nil {
 			return err
 		}
 	}
 	r.Logf("%s line %d: %q -> %q", fstab, line, before, after)
-	// systemd makes mount units of the fstab; until it reloads, mount(8) warns that it
-	// "still uses the old version" and the next boot is the first to read the new one.
-	systemctl, err := sysexec.LookTool("systemctl", p.String("systemctl_path"))
-	if err != nil {
-		r.Warnf("no daemon-reload: %v", err)
+	if lookErr != nil {
+		r.Warnf("no daemon-reload: %v", lookErr)
 		return nil
 	}
 	if _, stderr, err := sysexec.Run(ctx, []string{systemctl, "daemon-reload"}, ""); err != nil {
 		r.Warnf("systemctl daemon-reload: %v: %s", err, sysexec.OneLine(stderr))
 	}
 	return nil
+}
+
+// undoDetail tells restore what to do once the entry is back: reload systemd's view of
+// the fstab and, when the filesystem was mounted before the fault, mount it again (a
+// reboot since the fault left it unmounted).
+func undoDetail(p kit.Params, systemctl string, reload bool) map[string]any {
+	d := map[string]any{}
+	if reload {
+		d["then"] = [][]string{{systemctl, "daemon-reload"}}
+	}
+	mountPoint := filepath.Clean(p.String("mount_point"))
+	if ms, err := mounts.Read("/proc/self/mountinfo"); err == nil && p.String("fault") != "add" {
+		if _, mounted := mounts.At(ms, mountPoint); mounted {
+			d["mount"] = mountPoint
+		}
+	}
+	return d
 }
 
 func main() { kit.Main(kit.Module{Declaration: declaration, Run: run}) }

@@ -97,3 +97,21 @@ func TestMissingEntriesAndDuplicatesAreClearErrors(t *testing.T) {
 		}
 	}
 }
+
+// The record tells restore to reload systemd and, for a filesystem that is mounted (here
+// /, which always is), to mount it again should a reboot have left it unmounted.
+func TestTheRecordSaysHowRestoreBringsTheMountBack(t *testing.T) {
+	for raw, wantMount := range map[string]any{
+		`"mount_point": "/", "fault": "bad_option"`:             "/",
+		`"mount_point": "/srv/nothing-here", "fault": "remove"`: nil,
+		`"mount_point": "/", "fault": "add"`:                    nil,
+	} {
+		d := undoDetail(moduletest.Params(t, declaration, `{`+raw+`}`), "/usr/bin/systemctl", true)
+		if d["mount"] != wantMount {
+			t.Errorf("%s: mount %v, want %v", raw, d["mount"], wantMount)
+		}
+		if then, _ := d["then"].([][]string); len(then) != 1 || strings.Join(then[0], " ") != "/usr/bin/systemctl daemon-reload" {
+			t.Errorf("%s: then %v", raw, d["then"])
+		}
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"chaosrun/chaos_go/kit"
-	"chaosrun/chaos_go/kit/procfs"
 )
 
 //go:embed params.schema.json
@@ -50,15 +49,12 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		r.Warnf("size_mb %d is more than the %d MB available: expect swapping or the OOM killer", sizeMB, avail>>10)
 	}
 
-	until := time.Now().Add(duration)
-	pid, err := kit.Spawn(ctx, name, map[string]any{"size_mb": sizeMB, "duration_s": int64(duration / time.Second)})
+	fault, err := kit.StartOnce(ctx, r, "memory process", name,
+		map[string]any{"size_mb": sizeMB, "duration_s": int64(duration / time.Second)}, duration, startTimeout)
 	if err != nil {
-		return fmt.Errorf("start memory process: %w", err)
+		return err
 	}
-	start, err := procfs.WaitNamed(ctx, "/proc", pid, name, startTimeout)
-	if err != nil {
-		return fmt.Errorf("start memory process: %w", err)
-	}
+	pid, start, until := fault.PID, fault.Start, fault.Until
 	r.Changed(kit.Change{
 		Action: "spawn_process",
 		After:  map[string]any{"pid": pid, "process_name": name, "start_ticks": start, "until": until.Unix()},

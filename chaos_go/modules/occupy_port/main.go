@@ -30,6 +30,15 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	addr := netip.AddrPortFrom(ip, uint16(port)).String()
 	duration := time.Duration(p.Int("duration")) * time.Second
 
+	if own, ok := kit.OwnFaultProcess(name, func(pid int) bool { return sockets.Owns("/proc", pid, protocol, port) }); ok {
+		until := 0.0
+		if at, known := procfs.StartedAt("/proc", own.Start); known && duration > 0 {
+			until = float64(at.Add(duration).UnixMilli()) / 1000
+		}
+		r.AlreadyInPlace("process %d (%s) of an earlier attempt holds %s/%s", own.PID, name, addr, protocol)
+		held(r, own.PID, own.Start, until, name, addr, protocol)
+		return nil
+	}
 	// Try the port first: a clear "in use" beats a squatter that dies unseen.
 	fd, err := sockets.Bind(protocol, ip, int(port))
 	if err != nil {
@@ -53,6 +62,12 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		until = float64(time.Now().Add(duration).UnixMilli()) / 1000
 	}
 	r.Logf("process %d (%s) holds %s/%s", pid, name, addr, protocol)
+	held(r, pid, start, until, name, addr, protocol)
+	return nil
+}
+
+// held reports the squatter pid holding addr: its result fields and its change record.
+func held(r *kit.Report, pid int, start uint64, until float64, name, addr, protocol string) {
 	r.Set("pid", pid)
 	r.Set("address", addr)
 	r.Set("until", until)
@@ -61,7 +76,6 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		After:  map[string]any{"pid": pid, "process_name": name, "start_ticks": start, "until": until},
 		Detail: map[string]any{"kind": "occupy_port", "address": addr, "protocol": protocol, "undo": [][]string{{"kill", "-TERM", strconv.Itoa(pid)}}},
 	})
-	return nil
 }
 
 // background is the port holder: bind, then turn every TCP client away (or

@@ -73,10 +73,14 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	r.Set("before_active", wasActive)
 	r.Set("active", active)
 	// A stopped service that this started is stopped again by a restore; one that ran
-	// before runs again once its configuration is restored, which is the other steps' undo.
+	// before and does not now is started again, once the other steps' undo has put its
+	// configuration back (restore does units' states last).
 	var undo [][]string
-	if !wasRunning(wasActive) && wasRunning(active) {
+	switch {
+	case !wasRunning(wasActive) && wasRunning(active):
 		undo = append(undo, []string{systemctl, "stop", service})
+	case wasRunning(wasActive) && !wasRunning(active):
+		undo = append(undo, []string{systemctl, "start", service})
 	}
 	r.Changed(kit.Change{
 		Action: "systemctl_" + action,

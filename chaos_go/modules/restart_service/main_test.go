@@ -61,8 +61,8 @@ func TestARestartOfABrokenServiceFailsAsOnARealBoxAndTheStepSucceeds(t *testing.
 	if got := string(calls); got != "daemon-reload\nis-active nginx\nrestart nginx\nis-active nginx\n" {
 		t.Errorf("calls:\n%s", got)
 	}
-	if undo := r.Changes()[0].Detail["undo"].([][]string); len(undo) != 0 {
-		t.Errorf("undo = %v; a service that ran needs no stop", undo)
+	if undo := r.Changes()[0].Detail["undo"].([][]string); len(undo) != 1 || strings.Join(undo[0][1:], " ") != "start nginx" {
+		t.Errorf("undo = %v; a service that ran and failed is started again (once its configuration is back)", undo)
 	}
 }
 

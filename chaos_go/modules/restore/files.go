@@ -232,7 +232,9 @@ func undoCreate(c change) outcome {
 		return was("there is no file")
 	}
 	after := stateAfter(c)
-	if size, ok := after["size"].(float64); ok && str(after["sha256"]) == "" {
+	if c.Detail["written_by"] != nil {
+		// a file a fault process writes: its content was never the run's to compare
+	} else if size, ok := after["size"].(float64); ok && str(after["sha256"]) == "" {
 		if st.Size != int64(size) { // too large to hash: its size tells
 			return since("its size changed since the run")
 		}
@@ -253,7 +255,12 @@ func undoCreate(c change) outcome {
 
 // undoCreateFiles removes the files exhaust_inodes made, by their names.
 func undoCreateFiles(c change) outcome {
-	prefix, count := str(c.Detail["prefix"]), int64(num(c.Detail["created"]))
+	// limit: the names the step tried (a record streamed before its first file has only
+	// that); an older record has only how many it created.
+	prefix, count := str(c.Detail["prefix"]), int64(num(c.Detail["limit"]))
+	if _, ok := c.Detail["limit"]; !ok {
+		count = int64(num(c.Detail["created"]))
+	}
 	if prefix == "" {
 		return outcome{irreversible, "the record does not name the files"}
 	}

@@ -6,7 +6,8 @@
 // the marker a candidate cannot fake by reusing a name. Then every other change is undone,
 // newest first, each only when the machine still shows what the change left (its
 // state_after): a path changed again since is reported, never forced. Then the `then`
-// commands of what was undone (systemctl daemon-reload after a unit file). Last, the units'
+// commands of what was undone (systemctl daemon-reload after a unit file), and the filesystems
+// an fstab fault kept from mounting (a reboot since) are mounted again. Last, the units'
 // states (stop, mask, disable, restart), newest first, once their unit files are back.
 //
 // A change already undone -- the machine is as it was before -- is "already", so running
@@ -32,6 +33,7 @@ const (
 	changedSince = "changed"      // changed again since the run: left alone
 	failed       = "failed"       // the undo was tried and did not work
 	irreversible = "irreversible" // nothing can undo it (a file deleted with no content kept)
+	superseded   = "superseded"   // a record streamed before its step's work, which a later record of the step stands for
 )
 
 // change is one change record, with the step that made it.
@@ -95,6 +97,16 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	}
 	results := make([]outcome, len(changes))
 	done := make([]bool, len(changes))
+	// 0. A record a step streamed before its work (in_progress) stands for that work only
+	// when the step never said what it did: a later record of the step does.
+	for i := range changes {
+		if j := supersededBy(changes, i); j >= 0 {
+			if top := str(changes[i].Detail["created_dir"]); top != "" && str(changes[j].Detail["created_dir"]) == "" {
+				changes[j].Detail["created_dir"] = top // an earlier attempt made the folder
+			}
+			results[i], done[i] = outcome{superseded, "the step's later record stands for it"}, true
+		}
+	}
 	// 1. Fault processes.
 	stopped, byPID := stopFaultProcesses(ctx, p.Strings("binaries"), changes, r)
 	for i, c := range changes {
@@ -104,6 +116,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	}
 	// 2. Everything but units' states, newest first; 3. their `then` commands.
 	var then [][]string
+	var remount []string
 	for i := len(changes) - 1; i >= 0; i-- {
 		c := changes[i]
 		if done[i] || isUnitState(c.Action) {
@@ -112,6 +125,9 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		results[i], done[i] = undo(ctx, c), true
 		if results[i].Status == restored {
 			then = appendNew(then, argvs(c.Detail["then"])...)
+			if mp := str(c.Detail["mount"]); mp != "" {
+				remount = append(remount, mp)
+			}
 		}
 	}
 	for _, argv := range then {
@@ -121,6 +137,7 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 			r.Logf("ran %s", strings.Join(argv, " "))
 		}
 	}
+	mountAgain(ctx, remount, r)
 	// 4. Units' states, newest first.
 	for i := len(changes) - 1; i >= 0; i-- {
 		if !done[i] {
@@ -146,6 +163,23 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	r.Set("already", counts[already])
 	r.Set("not_restored", counts[changedSince]+counts[failed]+counts[irreversible])
 	return nil
+}
+
+// supersededBy is the index of the later record that stands for changes[i], a record
+// streamed before its step's work, or -1: the step's next record of the same action and
+// path that is not one too (that attempt, or one resuming it, ended and said what it did).
+func supersededBy(changes []change, i int) int {
+	c := changes[i]
+	if c.Detail["in_progress"] != true {
+		return -1
+	}
+	for j := i + 1; j < len(changes); j++ {
+		d := changes[j]
+		if d.Step == c.Step && d.Action == c.Action && d.Path == c.Path && d.Detail["in_progress"] != true {
+			return j
+		}
+	}
+	return -1
 }
 
 // undo dispatches one change (not a unit's state, not a process) to what undoes it.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -190,6 +192,53 @@ func TestCreatedFilesAreRemovedByName(t *testing.T) {
 		t.Fatalf("left %v; want only the file that was there", left)
 	}
 	wantStatus(t, restore(t, c), already)
+}
+
+func TestFilesOfAStepKilledWhileCreatingThemAreRemovedByItsFirstRecord(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "new", "spool")
+	os.MkdirAll(dir, 0o755)
+	for _, name := range []string{"sess_00000000", "sess_00000001"} { // of limit 5, then killed
+		os.WriteFile(filepath.Join(dir, name), nil, 0o600)
+	}
+	early := kit.Change{Action: "create_files", Path: dir, After: 0,
+		Detail: map[string]any{"prefix": "sess_", "limit": 5, "created_dir": filepath.Join(base, "new"), "in_progress": true}}
+	wantStatus(t, restore(t, early), restored)
+	if _, err := os.Lstat(filepath.Join(base, "new")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the folder the step made: %v; want it gone", err)
+	}
+}
+
+func TestAnEarlyRecordGivesWayToTheStepsFinalOneAndItsFolderToo(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "new")
+	os.Mkdir(dir, 0o755)
+	for _, name := range []string{"sess_00000000", "sess_00000001", "sess_00000002"} {
+		os.WriteFile(filepath.Join(dir, name), nil, 0o600)
+	}
+	// killed after its early record; a resumed attempt found the folder and ended
+	first := kit.Change{Action: "create_files", Path: dir, Detail: map[string]any{"prefix": "sess_", "limit": 3, "created_dir": dir, "in_progress": true}}
+	again := kit.Change{Action: "create_files", Path: dir, Detail: map[string]any{"prefix": "sess_", "limit": 3, "created_dir": ""}}
+	again2 := kit.Change{Action: "create_files", Path: dir, After: 3, Detail: map[string]any{"prefix": "sess_", "limit": 3, "created": 1, "existing": 2, "created_dir": ""}}
+	again.Detail["in_progress"] = true
+	wantStatus(t, restore(t, first, again, again2), restored, superseded, superseded)
+	if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the folder the first attempt made: %v; want it gone", err)
+	}
+
+	// a file fill_disk was writing when it died, then finished: the candidate has since
+	// truncated it, which the final record sees; the early one does not force it
+	path := filepath.Join(base, "big.bin")
+	os.WriteFile(path, []byte("chaosrun fill_disk\n"), 0o644)
+	early := changed(kit.Change{Action: "create_file", Path: path, Detail: map[string]any{"in_progress": true, "written_by": "fill_disk"}})
+	os.WriteFile(path, make([]byte, 100_000), 0o644)
+	final := changed(kit.Change{Action: "create_file", Path: path, After: 0, Detail: map[string]any{"written_bytes": 100_000}})
+	os.Truncate(path, 10)
+	wantStatus(t, restore(t, early, final), changedSince, superseded)
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("the file the candidate changed: %v; want it left", err)
+	}
+	wantStatus(t, restore(t, early), restored) // alone, it stands for the step
 }
 
 func TestAccountLockIsUndoneKeepingTheHash(t *testing.T) {

@@ -142,6 +142,29 @@ func undoQdisc(ctx context.Context, c change) outcome {
 	return runUndo(ctx, argvs(c.Detail["undo"]))
 }
 
+// mountAgain mounts each mount point whose fstab entry is back and that is not mounted
+// (it was before the fault; a reboot since found the broken entry).
+func mountAgain(ctx context.Context, points []string, r *kit.Report) {
+	if len(points) == 0 {
+		return
+	}
+	ms, err := mounts.Read("/proc/self/mountinfo")
+	if err != nil {
+		r.Warnf("cannot see the mounts: %v", err)
+		return
+	}
+	for _, mp := range points {
+		if _, mounted := mounts.At(ms, mp); mounted {
+			continue
+		}
+		if err := runArgv(ctx, []string{"mount", mp}); err != nil {
+			r.Warnf("mount %s: %v", mp, err)
+		} else {
+			r.Logf("mounted %s again", mp)
+		}
+	}
+}
+
 func undoRemount(ctx context.Context, c change) outcome {
 	ms, err := mounts.Read("/proc/self/mountinfo")
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -33,7 +34,24 @@ const (
 func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	action, name := p.String("action"), p.String("process_name")
 	args := map[string]any{"action": action, "duration_s": p.Int("duration")}
+	if own, ok := inPlace(p, name); ok {
+		r.AlreadyInPlace("process %d (%s) of an earlier attempt %s", own.PID, name, own.what)
+		until := 0.0
+		if at, known := procfs.StartedAt("/proc", own.Start); known && p.Int("duration") > 0 {
+			until = float64(at.Add(time.Duration(p.Int("duration"))*time.Second).UnixMilli()) / 1000
+		}
+		r.Changed(kit.Change{
+			Action: "spawn_process",
+			After:  map[string]any{"pid": own.PID, "process_name": name, "start_ticks": own.Start, "until": until},
+			Detail: map[string]any{"kind": "rogue_process", "action": action, "holds": own.holds, "undo": [][]string{{"kill", "-TERM", strconv.Itoa(own.PID)}}},
+		})
+		r.Set("pid", own.PID)
+		r.Set("holds", own.holds)
+		r.Set("until", until)
+		return nil
+	}
 	var holds string
+	created := false // the process creates the file it writes or holds
 	switch action {
 	case "write", "hold":
 		if !p.Has("path") {
@@ -48,6 +66,8 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 		}
 		args["path"], args["rate_kb"], args["max_mb"], args["lock"] = path, p.Int("rate_kb"), p.Int("max_mb"), p.Bool("lock")
 		holds = path
+		_, statErr := os.Stat(path)
+		created = errors.Is(statErr, fs.ErrNotExist)
 	case "listen":
 		if !p.Has("port") {
 			return errors.New("action listen needs a port")
@@ -94,6 +114,10 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	}
 	after["until"] = until
 	r.Changed(change)
+	if created {
+		// Its content is the process's to change: restore removes it whatever it holds.
+		r.Changed(kit.Change{Action: "create_file", Path: holds, Detail: map[string]any{"written_by": pid}})
+	}
 	if err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
@@ -102,6 +126,39 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	r.Set("holds", holds)
 	r.Set("until", until)
 	return nil
+}
+
+// running is a fault process of an earlier attempt of this step, with what it holds.
+type running struct {
+	procfs.Process
+	holds, what string
+}
+
+// inPlace finds the process an earlier attempt of this step started: this binary, under
+// the step's name, holding the step's file or port.
+func inPlace(p kit.Params, name string) (running, bool) {
+	var holds string
+	var has func(pid int) bool
+	switch p.String("action") {
+	case "write", "hold":
+		if !p.Has("path") {
+			return running{}, false
+		}
+		holds = p.String("path")
+		has = func(pid int) bool { return procfs.Holds("/proc", pid, holds) }
+	case "listen":
+		ip, err := netip.ParseAddr(p.String("address"))
+		if err != nil || !p.Has("port") {
+			return running{}, false
+		}
+		port, protocol := p.Int("port"), p.String("protocol")
+		holds = netip.AddrPortFrom(ip, uint16(port)).String() + "/" + protocol
+		has = func(pid int) bool { return sockets.Owns("/proc", pid, protocol, port) }
+	default:
+		return running{}, false
+	}
+	own, ok := kit.OwnFaultProcess(name, has)
+	return running{own, holds, "holds " + holds}, ok
 }
 
 // background is the detached process: it takes hold of its file or port, then misbehaves

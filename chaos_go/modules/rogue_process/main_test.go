@@ -78,8 +78,8 @@ func TestWriteKeepsAppendingUnderItsNameAndStopsAtMaxMB(t *testing.T) {
 		t.Error("the writer ended at max_mb; want it to go on holding the file")
 	}
 	changes := r.Changes()
-	if len(changes) != 1 || changes[0].Action != "spawn_process" {
-		t.Fatalf("changes = %+v; want one spawn_process", changes)
+	if len(changes) != 2 || changes[0].Action != "spawn_process" || changes[1].Action != "create_file" || changes[1].Path != path {
+		t.Fatalf("changes = %+v; want spawn_process, then create_file of the file it made", changes)
 	}
 }
 

@@ -88,7 +88,11 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 	r.Set("content", content)
 	r.Set("existed", before.Exists)
 	if !before.Same(want) {
-		if err := kit.WriteRecorded(r, path, before, want, true, map[string]any{"then": [][]string{{systemctl, "daemon-reload"}}}); err != nil {
+		if err := kit.WriteRecorded(r, path, before, want, true, map[string]any{
+			// After a restore puts the unit back: systemd reads it again, and a service that
+			// runs is restarted with it (a stopped one is the restart_service undo's to start).
+			"then": [][]string{{systemctl, "daemon-reload"}, {systemctl, "try-restart", service}},
+		}); err != nil {
 			return err
 		}
 		r.Logf("wrote %s: %s", path, strings.ReplaceAll(strings.TrimSpace(content), "\n", "; "))

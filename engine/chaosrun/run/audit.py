@@ -29,7 +29,7 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..errors import ChaosrunError
+from ..errors import EXIT_USAGE, ChaosrunError
 from . import signing
 
 GENESIS = "0" * 64
@@ -39,6 +39,12 @@ MAX_ITEMS = 200
 
 class AuditError(ChaosrunError):
     """The audit log could not be written: the run must not go on as if it had been."""
+
+
+class LogError(ChaosrunError):
+    """An audit log that cannot be read back, or cannot be trusted (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 def clean(value: Any, depth: int = 0) -> Any:
@@ -236,6 +242,38 @@ async def open_audit(
         fh.close()
     if error is not None:
         raise error
+
+
+def read_intact(path: Path, why: str = "") -> tuple[list[dict[str, Any]], bool]:
+    """The whole records of an audit log whose hash chain holds, and whether it is sealed.
+
+    A log the monitor never sealed (it was killed) is read up to its last whole record: the
+    torn last line of a writer killed mid-write is left out. ``why`` ends the message of a
+    broken chain (what the caller does not trust it for).
+
+    Raises:
+        LogError: unreadable, not JSON records, a broken chain, or not a chaosrun log.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LogError(f"cannot read {path}: {exc.strerror or exc}") from None
+    lines = data.split(b"\n")
+    lines.pop()  # b"" after the last newline, or the torn last line
+    records: list[dict[str, Any]] = []
+    prev = GENESIS
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise LogError(f"{path}:{number}: not a JSON record") from None
+        if not isinstance(record, dict) or record.get("seq") != number - 1 or record.get("prev") != prev:
+            raise LogError(f"{path}:{number}: hash chain broken: this record or the one before it was altered{why}")
+        prev = line_hash(line)
+        records.append(record)
+    if not records or records[0].get("event") != "run_start":
+        raise LogError(f"{path} is not a chaosrun audit log (it does not start with run_start)")
+    return records, records[-1].get("event") == "seal"
 
 
 @dataclass(frozen=True)

@@ -134,8 +134,17 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
             except TargetError as exc:
                 await _check_room(conn, step.target.tmp_dir, len(data), label)  # name the cause if it is this
                 raise StepFailed(f"deploy to {label}:{remote} failed: {exc.reason}") from None
+            # The step's intent, durable before the binary runs: what may be applied, where.
             await ctx.audit.record(
-                "deploy", env=env.name, step=step.id, host=label, path=remote, sha256=binary.sha256, size=binary.size
+                "deploy",
+                env=env.name,
+                step=step.id,
+                host=label,
+                path=remote,
+                sha256=binary.sha256,
+                size=binary.size,
+                module=step.module,
+                params=params,
             )
             if ctx.monitor.callback == "tunnel":
                 # The binary dials the target's own loopback; SSH carries it to us.

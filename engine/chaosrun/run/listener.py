@@ -148,6 +148,10 @@ async def serve_listener(
         state.log_audit_bytes += size
         await ctx.audit.record("log", env=env, step=step, **fields)
 
+    async def on_change(change: dict[str, Any]) -> None:
+        # Durable as it comes: a run that dies before the result still knows the change.
+        await ctx.audit.record("change", env=env, step=step, change=change)
+
     async def handle(stream: trio.SocketStream) -> None:
         try:
             peer = "{}:{}".format(*stream.socket.getpeername()[:2])
@@ -182,6 +186,7 @@ async def serve_listener(
                     exe_sha256=state.exe_sha256,
                     hello_timeout=ctx.options.hello_timeout,
                     on_log=on_log,
+                    on_change=on_change,
                 )
             if scope.cancelled_caught:
                 reason = f"dropped: more than {MAX_PENDING_CONNECTIONS} unauthenticated connections at once"

@@ -4,6 +4,7 @@ and where live progress goes. Plain data: no I/O, no transport."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -15,6 +16,8 @@ from .integrity import Signal
 
 if TYPE_CHECKING:
     from ..build import Builder
+    from ..resume import Interrupted
+    from ..shortcuts import Baseline
     from .connection import Connector
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "RunError",
     "RunOptions",
     "RunReport",
+    "Shortcut",
     "StepFailed",
     "StepOutcome",
     "StepStatus",
@@ -77,17 +81,48 @@ class StepOutcome:
         return {"ok": self.ok, "status": self.status.value, "result": self.result, "duration": self.duration}
 
 
+@dataclass(frozen=True)
+class Shortcut:
+    """What a candidate widened or switched off beyond the fault, found by comparing a
+    machine with its baseline from before the run's chaos (``chaosrun.shortcuts``).
+
+    ``guard`` is the label of the scenario's guard it breaks, if any; ``penalty`` is that
+    guard's, counted once per guard (0 on the other shortcuts that break the same guard).
+    """
+
+    role: str
+    kind: str
+    subject: str
+    detail: str
+    guard: str | None = None
+    penalty: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "kind": self.kind,
+            "subject": self.subject,
+            "detail": self.detail,
+            "guard": self.guard,
+            "penalty": self.penalty,
+        }
+
+
 @dataclass
 class EnvOutcome:
-    """How one environment ended: its steps, and what makes its result suspect.
+    """How one environment ended: its steps, what makes its result suspect, and the
+    shortcuts its guard pass found.
 
     ``zeroed`` is why its points were set to 0 (``--strict`` on a suspect environment).
+    ``guarded`` says whether shortcuts were looked for (a baseline was there), or why not.
     """
 
     name: str
     steps: list[StepOutcome] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     zeroed: str | None = None
+    shortcuts: list[Shortcut] = field(default_factory=list)
+    guarded: str = ""  # "" not looked for; "ok" compared; else why it could not be
 
     @property
     def ok(self) -> bool:
@@ -99,8 +134,15 @@ class EnvOutcome:
         return "suspect" if self.signals else "ok"
 
     @property
+    def penalty(self) -> float:
+        """Points the broken guards take off."""
+        return sum(s.penalty for s in self.shortcuts)
+
+    @property
     def points(self) -> float:
-        return 0.0 if self.zeroed else sum(s.points for s in self.steps)
+        if self.zeroed:
+            return 0.0
+        return max(0.0, sum(s.points for s in self.steps) - self.penalty)
 
     @property
     def max_points(self) -> float:
@@ -159,3 +201,9 @@ class RunOptions:
     reboot: bool = False  # reboot every target before grading (verify --reboot)
     boot_timeout: float = 300.0  # seconds a rebooted target has to answer again
     restores: str | None = None  # the run this one undoes (chaosrun restore): its run_start says so
+    resume: Interrupted | None = None  # the run this one goes on with (run --resume): its ended steps are not run
+    baseline: Baseline | None = None  # verify: the run's baselines, for the guard pass (None: no guard pass)
+    take_baseline: bool = True  # run: each machine's posture before the first chaos step
+    # given, once the run is under way, a function that stops it from any thread as Ctrl-C
+    # does (chaosrun.api, chaosrun serve)
+    on_start: Callable[[Callable[[], None]], None] | None = None

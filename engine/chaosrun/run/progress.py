@@ -148,6 +148,13 @@ def summary_table(report: RunReport) -> Table:
                 row.append(Text(""))
             row.append(Text(safe(f"{signal.signal}: {signal.detail}", 120), style="red"))
             table.add_row(*row)
+        for cut in env.shortcuts:
+            row = [Text(""), Text(cut.role), Text("SHORTCUT", style="bold yellow"), Text("")]
+            if verify:
+                row.append(Text(f"-{cut.penalty:g}" if cut.penalty else ""))
+            guard = f" (guard {cut.guard})" if cut.guard else ""
+            row.append(Text(safe(f"{cut.kind}: {cut.detail}{guard}", 120), style="yellow"))
+            table.add_row(*row)
         if verify:
             table.add_row(
                 Text(""),
@@ -172,6 +179,10 @@ def print_summary(report: RunReport, console: Console) -> None:
     if suspect:
         names = ", ".join(suspect[:10]) + (f" and {len(suspect) - 10} more" if len(suspect) > 10 else "")
         console.print(Text(f"SUSPECT, review before grading: {names}", style="bold red"))
+    cut = [e.name for e in report.environments if e.shortcuts]
+    if cut:
+        names = ", ".join(cut[:10]) + (f" and {len(cut) - 10} more" if len(cut) > 10 else "")
+        console.print(Text(f"SHORTCUTS taken: {names}", style="bold yellow"))
     console.print(
         Text(
             f"{state}: {len(report.environments)} environment(s), {parts or 'no steps'}; audit log {report.audit_path}"

@@ -13,10 +13,11 @@ connector of ``RunOptions`` (``run.connection``); SSH when none is given.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -26,12 +27,14 @@ from ..build import Builder
 from ..expr import EvalError, explain, render_static
 from ..modules import catalogue, normalize_params
 from ..plan import EnvPlan, Plan, PlannedStep, plan_as_json
+from ..resume import done_outcome
 from ..scenario import Origin, Section, StepKind
 from .audit import AuditError, AuditLog, open_audit
 from .builds import Builds
 from .connection import Connector, TargetError
 from .context import EnvState, RunContext
 from .deploy import module_attempt
+from .guards import guard_pass, take_baselines
 from .integrity import program_outliers, sensor_trace, timing_outliers
 from .listener import resolve_dial_address
 from .model import EnvOutcome, RunError, RunOptions, RunReport, StepFailed, StepOutcome, StepStatus
@@ -170,10 +173,18 @@ async def _run_section(env: EnvState, steps: tuple[PlannedStep, ...]) -> None:
     for step in steps:
         env.finished[step.slot] = trio.Event()
 
+    resume = env.ctx.options.resume
+    done = resume.done.get(env.name, {}) if resume is not None else {}
+
     async def one(step: PlannedStep) -> None:
         outcome: StepOutcome | None = None
         started = False
+        done_in = None
         try:
+            if step.id in done:  # ended in the run this one resumes
+                done_in = done[step.id].get("done_in")
+                outcome = done_outcome(step, done[step.id])
+                return
             for slot in step.after:
                 await env.finished[slot].wait()
             started = True
@@ -206,6 +217,7 @@ async def _run_section(env: EnvState, steps: tuple[PlannedStep, ...]) -> None:
                     duration=outcome.duration,
                     attempts=outcome.attempts,
                     points=outcome.points,
+                    **({"done_in": done_in} if done_in else {}),
                 )
             env.ctx.options.reporter.step_finished(env.name, outcome)
 
@@ -222,12 +234,17 @@ async def _run_env(ctx: RunContext, plan: EnvPlan, limiter: trio.CapacityLimiter
             "env_start", env=plan.name, targets={r: f"{t.user}@{t.host}:{t.port}" for r, t in plan.targets.items()}
         )
         env: EnvState | None = None
+        guarded = EnvOutcome(plan.name)  # what the guard pass finds
         try:
             async with AsyncExitStack() as stack:
                 env = EnvState(ctx, plan, stack)
                 if ctx.options.reboot and section:
                     await reboot_all(env, ctx.options.boot_timeout)
+                if _wants_baseline(ctx, plan, section):
+                    await take_baselines(env, section)
                 await _run_section(env, section)
+                if ctx.options.section is Section.VERIFY and section:
+                    await guard_pass(env, guarded)
         finally:
             done = env.outcomes if env is not None else {}
             result = EnvOutcome(
@@ -237,6 +254,8 @@ async def _run_env(ctx: RunContext, plan: EnvPlan, limiter: trio.CapacityLimiter
                     for s in section
                 ],
                 signals=list(env.signals) if env is not None else [],
+                shortcuts=guarded.shortcuts,
+                guarded=guarded.guarded,
             )
             out[plan.name] = result
             with trio.CancelScope(shield=True):
@@ -247,8 +266,26 @@ async def _run_env(ctx: RunContext, plan: EnvPlan, limiter: trio.CapacityLimiter
                     points=result.points,
                     max_points=result.max_points,
                     integrity=result.integrity,
+                    **_shortcuts_json(result),
                 )
             ctx.options.reporter.env_finished(result)
+
+
+def _wants_baseline(ctx: RunContext, plan: EnvPlan, section: tuple[PlannedStep, ...]) -> bool:
+    """A run of chaos steps takes its machines' baselines first; a restore does not, nor a
+    resume for an environment the run it resumes had started (its baseline is there)."""
+    options = ctx.options
+    if options.section is not Section.STEPS or options.restores or not options.take_baseline:
+        return False
+    if options.resume is not None and options.resume.done.get(plan.name):
+        return False
+    return bool(ctx.plan.scenario.guards) or any(s.kind is StepKind.CHAOS for s in section)
+
+
+def _shortcuts_json(env: EnvOutcome) -> dict[str, Any]:
+    if not env.guarded:
+        return {}
+    return {"shortcuts": [s.as_json() for s in env.shortcuts], "penalty": env.penalty, "guarded": env.guarded}
 
 
 async def _judge_integrity(
@@ -298,6 +335,21 @@ async def _interrupt_on_signals(scope: trio.CancelScope, flag: list[bool]) -> As
         nursery.cancel_scope.cancel()
 
 
+def _stopper(scope: trio.CancelScope, flag: list[bool]) -> Callable[[], None]:
+    """A function that interrupts the run from any thread, as a signal does."""
+    token = trio.lowlevel.current_trio_token()
+
+    def interrupt() -> None:
+        flag.append(True)
+        scope.cancel()
+
+    def stop() -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(interrupt)
+
+    return stop
+
+
 async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
     """Run a plan's ``steps`` (or its ``verify`` probes) on every environment.
 
@@ -324,6 +376,7 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
             "run_start",
             section="restore" if options.restores else options.section.value,
             **({"restores": options.restores} if options.restores else {}),
+            **({"resumes": options.resume.resumes} if options.resume else {}),
             scenario=plan.scenario.file,
             scenario_sha256=plan.scenario.sha256,
             seed=plan.seed,
@@ -339,6 +392,8 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
         ctx = RunContext(plan, options, audit, Builds(builder, audit), connector, run_id, dial_ip)
         limiter = trio.CapacityLimiter(max(1, options.parallel))
         with trio.CancelScope() as run_scope:
+            if options.on_start is not None:
+                options.on_start(_stopper(run_scope, interrupted))
             async with (
                 _interrupt_on_signals(run_scope, interrupted),
                 connector.open_shared(),
@@ -365,6 +420,7 @@ async def run_plan(plan: Plan, options: RunOptions) -> RunReport:
                         "integrity": e.integrity,
                         "signals": [s.as_json() for s in e.signals],
                         **({"zeroed": e.zeroed} if e.zeroed else {}),
+                        **_shortcuts_json(e),
                     }
                     for e in envs
                 },

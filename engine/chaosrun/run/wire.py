@@ -17,13 +17,15 @@ In short::
                          AAD = direction (b"c2m" | b"m2c") || challenge || u32 BE seq
                          plaintext = flag (0 raw | 1 zlib) || UTF-8 JSON object
     binary -> monitor    hello (frame 0: proof = HMAC-SHA256(T, SHA-256(transcript)),
-                         config_sha256, exe_sha256), log*, result (config_sha256 again)
+                         config_sha256, exe_sha256), (log | change)*, result
+                         (config_sha256 again; its changes repeat the change messages)
     monitor -> binary    ack, after a valid result
 
 What a callback can make the monitor hold or write is bounded in bytes, whatever the peer
 sends (:class:`Limits`): a frame's length is checked before its body is read, frame 0 is
 small, a compressed frame is never inflated past ``MAX_FRAME``, and the bytes received, the
-inflated log bytes, the log messages and the result are capped per connection. Past a
+inflated log bytes, the log messages, the change messages and the result are capped per
+connection. Past a
 limit the connection ends with :class:`CallbackFlooded`.
 
 Nothing here closes the stream it is given: the caller owns it (and usually the listener
@@ -138,12 +140,16 @@ class Limits:
         log_bytes: inflated JSON bytes of all log messages together.
         log_messages: log messages.
         result_bytes: inflated JSON bytes of the result message.
+        change_bytes: inflated JSON bytes of all change messages together.
+        change_messages: change messages.
     """
 
     received_bytes: int = 8 << 20
     log_bytes: int = 1 << 20
     log_messages: int = 2000
     result_bytes: int = 1 << 20
+    change_bytes: int = 1 << 20
+    change_messages: int = 1000
 
 
 LIMITS = Limits()
@@ -584,6 +590,7 @@ async def receive_callback(
     on_log: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     max_logs: int = 10_000,
     limits: Limits = LIMITS,
+    on_change: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
 ) -> Callback:
     """Run the monitor's side of one callback connection, up to and including the ack.
 
@@ -609,6 +616,8 @@ async def receive_callback(
         hello_timeout: seconds from connection to a verified hello.
         on_log: awaited with each log message as it arrives (e.g. to append it to the
             audit log) -- a log is not lost if the binary dies before its result.
+        on_change: awaited with each change message's ``change`` object as it arrives,
+            likewise: what a module changed is known even if its result never comes.
         max_logs: how many log messages to keep in ``Callback.logs``.
         limits: the byte limits of this connection.
 
@@ -644,7 +653,7 @@ async def receive_callback(
     _check_hello(hello, transcript, check_proof, run_id, step_id, config_sha256, exe_sha256)
 
     logs: list[dict[str, Any]] = []
-    dropped = log_bytes = log_count = 0
+    dropped = log_bytes = log_count = change_bytes = change_count = 0
     seq = 1
     while True:
         message, size = _open_with(c2m, challenge, C2M, seq, await reader.read_frame("result", seq))
@@ -659,6 +668,15 @@ async def receive_callback(
                 logs.append(message)
             else:
                 dropped += 1
+        elif kind == "change":
+            change_count += 1
+            change_bytes += size
+            _check_changes(limits, seq, change_count, change_bytes, size)
+            change = message.get("change")
+            if not isinstance(change, dict) or not isinstance(change.get("action"), str):
+                _reject(f"change without an action (frame {seq})")
+            if on_change is not None:
+                await on_change(change)
         elif kind == "result":
             if size > limits.result_bytes:
                 raise CallbackFlooded(
@@ -698,6 +716,26 @@ def _check_logs(limits: Limits, seq: int, count: int, total: int, size: int) -> 
             total,
             size,
             f"frame {seq} brings the logs to {total} bytes, over the limit of {limits.log_bytes} ({size} refused)",
+        )
+
+
+def _check_changes(limits: Limits, seq: int, count: int, total: int, size: int) -> None:
+    if count > limits.change_messages:
+        raise CallbackFlooded(
+            "change_messages",
+            limits.change_messages,
+            total,
+            size,
+            f"change message {count} (frame {seq}) is over the limit of {limits.change_messages} messages",
+        )
+    if total > limits.change_bytes:
+        raise CallbackFlooded(
+            "change_bytes",
+            limits.change_bytes,
+            total,
+            size,
+            f"frame {seq} brings the changes to {total} bytes, "
+            f"over the limit of {limits.change_bytes} ({size} refused)",
         )
 
 

@@ -54,6 +54,9 @@ const (
 	MaxLogBytes    = 1 << 20 // inflated JSON bytes of all log messages together
 	MaxLogMessages = 2000
 	MaxResultBytes = 1 << 20 // inflated JSON bytes of the result
+	// Change messages, streamed as each change is made (the result repeats them).
+	MaxChangeBytes    = 1 << 20
+	MaxChangeMessages = 1000
 )
 
 // Directions, the first part of every frame's associated data.
