@@ -52,6 +52,7 @@ class Machine:
     role: str
     changes: list[dict[str, Any]] = field(default_factory=list)  # {"step", "index", "change"}, in order
     binaries: set[str] = field(default_factory=set)  # "sha256:size"
+    leftovers: dict[str, str] = field(default_factory=dict)  # path -> "sha256:size": deployed, never seen removed
 
 
 @dataclass
@@ -134,7 +135,11 @@ def read_run(path: Path) -> PastRun:
                 continue
             m = machines.setdefault((env, role), Machine(env, role))
             if event == "deploy" and isinstance(r.get("sha256"), str):
-                m.binaries.add(f"{r['sha256']}:{int(r.get('size') or 0)}")
+                m.binaries.add(binary := f"{r['sha256']}:{int(r.get('size') or 0)}")
+                if isinstance(r.get("path"), str):
+                    m.leftovers[r["path"]] = binary
+            elif event == "cleanup" and r.get("removed") is True:
+                m.leftovers.pop(str(r.get("path")), None)
             elif event == "change" and isinstance(r.get("change"), dict):
                 streamed.setdefault((env, step), []).append(r["change"])
             elif event == "result":  # the attempt's whole story: its streamed changes repeat in it
@@ -241,14 +246,19 @@ def restore_plan(past: PastRun, plan: Plan) -> tuple[Plan, list[str]]:
             if target is None:
                 notes.append(f"{name}: the inventory has no role {m.role!r}: its changes are not restored")
                 continue
-            steps.append(_step(m.role, target, pending, sorted(m.binaries)))
+            leftovers = sorted(f"{binary}:{path}" for path, binary in m.leftovers.items())
+            steps.append(_step(m.role, target, pending, sorted(m.binaries), leftovers))
         if steps:
             envs.append(EnvPlan(name, env.targets, tuple(steps), ()))
     return dataclasses.replace(plan, environments=tuple(envs)), notes
 
 
-def _step(role: str, target: Any, changes: list[dict[str, Any]], binaries: list[str]) -> PlannedStep:
+def _step(
+    role: str, target: Any, changes: list[dict[str, Any]], binaries: list[str], leftovers: list[str]
+) -> PlannedStep:
     params = {"changes": [json.dumps(c, separators=(",", ":")) for c in changes], "binaries": binaries}
+    if leftovers:
+        params["leftovers"] = leftovers
     return machine_step(
         f"restore:{role}", target, MODULE, params, kind=StepKind.CHAOS, section=Section.STEPS, timeout=TIMEOUT, level=1
     )

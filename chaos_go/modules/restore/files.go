@@ -410,3 +410,43 @@ func undoAccount(c change) outcome {
 	}
 	return since("%s has no line for %s", c.Path, user)
 }
+
+// removeLeftovers removes the run's binaries a monitor killed mid-deploy left behind: each
+// spec is SHA256:SIZE:PATH, from a deploy record whose cleanup never came. The file there
+// goes when it is that binary, or a part of one (an upload cut short: a regular file no
+// longer than the binary, at the random name the log recorded before the upload).
+func removeLeftovers(specs []string, r *kit.Report) []string {
+	removed := []string{}
+	for _, spec := range specs {
+		parts := strings.SplitN(spec, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		want, path := parts[0], parts[2]
+		size, err := strconv.ParseInt(parts[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		st, err := os.Lstat(path)
+		if err != nil {
+			continue // gone: the exec wrapper unlinked it
+		}
+		if !st.Mode().IsRegular() || st.Size() > size {
+			r.Warnf("%s: not a binary of the run (%s, %d bytes): left as it is", path, st.Mode().Type(), st.Size())
+			continue
+		}
+		if st.Size() == size {
+			if content, err := os.ReadFile(path); err != nil || digestOf(content) != want {
+				r.Warnf("%s: not the binary the run deployed there: left as it is", path)
+				continue
+			}
+		}
+		if err := os.Remove(path); err != nil {
+			r.Warnf("remove %s: %v", path, err)
+			continue
+		}
+		r.Logf("removed %s: a binary of the run its monitor never saw removed", path)
+		removed = append(removed, path)
+	}
+	return removed
+}

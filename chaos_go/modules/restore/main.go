@@ -107,6 +107,8 @@ func run(ctx context.Context, p kit.Params, r *kit.Report) error {
 			results[i], done[i] = outcome{superseded, "the step's later record stands for it"}, true
 		}
 	}
+	// 0b. Binaries an interrupted deploy left.
+	r.Set("leftovers_removed", removeLeftovers(p.Strings("leftovers"), r))
 	// 1. Fault processes.
 	stopped, byPID := stopFaultProcesses(ctx, p.Strings("binaries"), changes, r)
 	for i, c := range changes {

@@ -3,9 +3,11 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -269,4 +271,27 @@ func TestUndoesNewestFirst(t *testing.T) {
 func TestAChangeItDoesNotKnowIsReportedNotGuessed(t *testing.T) {
 	got := restore(t, kit.Change{Action: "run_command", After: "rm -rf /srv/www"})
 	wantStatus(t, got, irreversible)
+}
+
+// A binary a killed monitor left (whole or cut short) goes; a file that is not one stays.
+func TestLeftoversOfAnInterruptedDeployAreRemovedAndNothingElse(t *testing.T) {
+	dir := t.TempDir()
+	binary := []byte("\x7fELF the module binary")
+	digest := digestOf(binary)
+	whole, part, other, bigger := filepath.Join(dir, "tmp.a"), filepath.Join(dir, "tmp.b"), filepath.Join(dir, "tmp.c"), filepath.Join(dir, "tmp.d")
+	os.WriteFile(whole, binary, 0o700)
+	os.WriteFile(part, binary[:5], 0o700)
+	os.WriteFile(other, []byte("\x7fELF the module binarX"), 0o700) // same size, other bytes
+	os.WriteFile(bigger, append(binary, '!'), 0o700)
+	spec := func(path string) string { return fmt.Sprintf("%s:%d:%s", digest, len(binary), path) }
+	r := kit.NewTestReport()
+	got := removeLeftovers([]string{spec(whole), spec(part), spec(other), spec(bigger), spec(filepath.Join(dir, "gone"))}, r)
+	if strings.Join(got, " ") != whole+" "+part {
+		t.Fatalf("removed %v", got)
+	}
+	for _, kept := range []string{other, bigger} {
+		if _, err := os.Stat(kept); err != nil {
+			t.Errorf("%s: %v", kept, err)
+		}
+	}
 }

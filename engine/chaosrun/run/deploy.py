@@ -128,13 +128,9 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
             )
             if env.first_upload(step.target):  # later ones are explained if they fail
                 await _check_room(conn, step.target.tmp_dir, len(data), label)
-            try:
-                async with ctx.uploads:  # bounds memory: each upload in flight buffers a binary
-                    await conn.write_file(remote, data, 0o700)
-            except TargetError as exc:
-                await _check_room(conn, step.target.tmp_dir, len(data), label)  # name the cause if it is this
-                raise StepFailed(f"deploy to {label}:{remote} failed: {exc.reason}") from None
-            # The step's intent, durable before the binary runs: what may be applied, where.
+            # The step's intent, durable before the binary is on the target: what may be
+            # applied, and where the file goes (a monitor killed mid-upload leaves it named,
+            # for restore to remove).
             await ctx.audit.record(
                 "deploy",
                 env=env.name,
@@ -146,6 +142,12 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                 module=step.module,
                 params=params,
             )
+            try:
+                async with ctx.uploads:  # bounds memory: each upload in flight buffers a binary
+                    await conn.write_file(remote, data, 0o700)
+            except TargetError as exc:
+                await _check_room(conn, step.target.tmp_dir, len(data), label)  # name the cause if it is this
+                raise StepFailed(f"deploy to {label}:{remote} failed: {exc.reason}") from None
             if ctx.monitor.callback == "tunnel":
                 # The binary dials the target's own loopback; SSH carries it to us.
                 try:
