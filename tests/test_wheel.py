@@ -80,3 +80,11 @@ def test_installed_wheel_reads_its_data_from_inside_the_package(installed: Path,
     for line in done.stdout.splitlines():
         assert "site-packages/chaosrun/_data/" in line
         assert not line.startswith(str(ROOT))
+
+
+def test_the_proctor_page_ships_in_the_wheel(installed: Path, tmp_path: Path) -> None:
+    probe = "import chaosrun.server as s, pathlib; d = pathlib.Path(s.__file__).parent / 'static'; "
+    probe += "print(sorted(p.name for p in d.iterdir()))"
+    done = _run([str(installed / "python"), "-c", probe], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['index.html', 'proctor.css', 'proctor.js']"

@@ -358,6 +358,14 @@ def cmd_modules(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
+    try:
+        import hypercorn  # noqa: F401
+        import sse_starlette  # noqa: F401
+        import starlette  # noqa: F401
+    except ImportError as exc:
+        missing = f"chaosrun serve needs the server extra ({exc.name} is missing)"
+        raise UsageError(f"{missing}: pip install 'chaosrun[server]'") from None
+
     return serve(
         args.listen,
         Path(args.data),

@@ -1,0 +1,357 @@
+"""What the server does, apart from HTTP: exams created from text or from files, their
+operations run by :mod:`chaosrun.api` in threads of their own, and every event stored,
+applied to the exam's room and sent to whoever follows it.
+
+One operation per exam at a time (a second is refused: 409). The engine runs in a worker
+thread (its own trio loop, as ``chaosrun run`` does); its events come back to the server's
+loop through the loop's token. When the server stops, the running operations are stopped
+the way Ctrl-C stops a run (steps under way end, audit logs are sealed) and waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .. import api
+from .._source import ScenarioErrors
+from ..errors import ChaosrunError
+from ..plan import build_plan
+from ..scenario import Section, parse_duration
+from .room import Room
+from .store import ExamRow, Operation, Store, now
+
+__all__ = ["Busy", "Invalid", "NotFound", "Service"]
+
+KINDS = ("run", "verify", "restore", "watch")
+
+#: An operation's parameters: name -> (type, what it is). ``limit`` works for every kind.
+PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
+    "run": {
+        "limit": (str, "--limit PATTERN: names, globs, comma lists, @failed, @suspect"),
+        "seed": (int, "--seed: the one_of picks"),
+        "strict": (bool, "--strict: stop an environment at its first failed step"),
+        "resume": (bool, "--resume: go on with this exam's newest interrupted run"),
+    },
+    "verify": {
+        "limit": (str, "--limit PATTERN"),
+        "seed": (int, "--seed"),
+        "strict": (bool, "--strict"),
+    },
+    "restore": {"limit": (str, "--limit PATTERN")},
+    "watch": {
+        "limit": (str, "--limit PATTERN"),
+        "interval": ((str, int, float), "--watch: seconds, or a duration such as 30s"),
+        "until": ((str, int, float), "--until: seconds, or a duration such as 2h"),
+        "strict": (bool, "--strict"),
+    },
+}
+
+
+class NotFound(ChaosrunError):
+    pass
+
+
+class Busy(ChaosrunError):
+    pass
+
+
+class Invalid(ChaosrunError):
+    pass
+
+
+@dataclass
+class _Running:
+    op: Operation
+    stoppers: list[Callable[[], None]] = field(default_factory=list)
+    stop_asked: bool = False
+
+    def stop(self) -> None:
+        self.stop_asked = True
+        for stop in list(self.stoppers):
+            stop()
+
+
+class Service:
+    """The exams of one server: call its methods from the server's trio loop."""
+
+    def __init__(self, store: Store, *, files: tuple[Path, ...] = (), key_path: Path | None = None) -> None:
+        self.store = store
+        self.files = tuple(p.resolve() for p in files)
+        self.key_path = key_path
+        self.rooms: dict[str, Room] = {}
+        self.running: dict[str, _Running] = {}
+        self._subscribers: dict[str, set[trio.MemorySendChannel[dict[str, Any]]]] = {}
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._lock = threading.Lock()
+
+    # -- life
+
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the operations' nursery until cancelled; then stop and wait for them."""
+        self._token = trio.lowlevel.current_trio_token()
+        for op in self.store.interrupt_running():
+            ended = {"type": "operation_ended", "operation": op.id, "kind": op.kind, "state": "interrupted"}
+            self.emit(op.exam, {**ended, "ok": False, "error": "the server stopped during it"})
+        for exam in self.store.exams():
+            room = self.rooms[exam.id] = Room()
+            for event in self.store.iter_events(exam.id):
+                room.apply(event)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    def stop_all(self) -> None:
+        for running in list(self.running.values()):
+            running.stop()
+
+    # -- exams
+
+    def create_exam(
+        self,
+        *,
+        scenario: str | None = None,
+        inventory: str | None = None,
+        scenario_path: str | None = None,
+        inventory_path: str | None = None,
+    ) -> ExamRow:
+        """An exam from the scenario's and inventory's text, or from files the server may
+        read (``--files``). Raises ScenarioErrors (every lint error), Invalid."""
+        exam_id = "ex-" + secrets.token_hex(6)
+        folder = self.store.data / "exams" / exam_id
+        try:
+            if scenario is not None:
+                if scenario_path is not None or inventory_path is not None:
+                    raise Invalid("give the scenario and inventory as text or as paths, not both")
+                exam = api.exam_from_text(scenario, inventory, folder, key_path=self.key_path)
+                scenario_file = str(folder / "scenario.yaml")
+                inventory_file = str(folder / "inventory.yml") if inventory is not None else None
+            elif scenario_path is not None:
+                scenario_file = str(self._readable(scenario_path))
+                inventory_file = str(self._readable(inventory_path)) if inventory_path is not None else None
+                folder.mkdir(parents=True)
+                exam = api.load_exam(scenario_file, inventory_file, audit_dir=folder / "audit", note=_quiet)
+            else:
+                raise Invalid("give `scenario` (the scenario's text) or `scenario_path`")
+            plan = build_plan(exam.scenario, seed=0, inventory=exam.inventory)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        row = ExamRow(exam_id, exam.scenario.name, now(), folder, scenario_file, inventory_file, len(plan.environments))
+        self.store.add_exam(row)
+        self.rooms[exam_id] = Room()
+        steps = api.plan_steps(plan, Section.STEPS) + api.plan_steps(plan, Section.VERIFY)
+        self.emit(
+            exam_id, {"type": "exam_created", "environments": [e.name for e in plan.environments], "steps": steps}
+        )
+        return row
+
+    def _readable(self, path: str) -> Path:
+        resolved = Path(path).resolve()
+        if not self.files:
+            raise Invalid("this server reads no files: give the text, or start it with --files DIR")
+        if not any(resolved.is_relative_to(root) for root in self.files):
+            raise Invalid(f"{path}: not under a folder this server may read ({', '.join(map(str, self.files))})")
+        if not resolved.is_file():
+            raise Invalid(f"{path}: no such file")
+        return resolved
+
+    def exam(self, exam_id: str) -> ExamRow:
+        if (row := self.store.exam(exam_id)) is None:
+            raise NotFound(f"no exam {exam_id}")
+        return row
+
+    def exam_json(self, row: ExamRow) -> dict[str, Any]:
+        ops = self.store.operations(row.id)
+        last = ops[-1] if ops else None
+        return {
+            "id": row.id,
+            "name": row.name,
+            "created": row.created,
+            "state": _state(last),
+            "environments": row.environments,
+            "scenario": row.scenario,
+            "inventory": row.inventory,
+            "operation": last.as_json() if last else None,
+        }
+
+    def load(self, row: ExamRow) -> api.Exam:
+        return api.load_exam(
+            row.scenario, row.inventory, audit_dir=row.folder / "audit", key_path=self.key_path, note=_quiet
+        )
+
+    # -- operations
+
+    def start(self, exam_id: str, kind: str, params: dict[str, Any], by: str) -> Operation:
+        """Start ``kind`` on the exam. Raises NotFound, Busy, Invalid (a bad parameter)."""
+        row = self.exam(exam_id)
+        how = _checked(kind, params)
+        if kind == "run" and how.pop("resume", False):
+            how["resume"] = self._interrupted_run(exam_id)
+        with self._lock:
+            if (busy := self.running.get(exam_id)) is not None:
+                raise Busy(f"{busy.op.kind} {busy.op.id} is running on exam {exam_id}; stop it or wait")
+            op = Operation("op-" + secrets.token_hex(6), exam_id, kind, "running", {**params, "by": by}, now(),
+                           None, None, None, None)  # fmt: skip
+            self.store.add_operation(op)
+            running = self.running[exam_id] = _Running(op)
+        self.emit(exam_id, {"type": "operation_started", "operation": op.id, "kind": kind, "params": op.params})
+        assert self._nursery is not None, "the service is not serving"
+        self._nursery.start_soon(self._run, row, running, how)
+        return op
+
+    def _interrupted_run(self, exam_id: str) -> Path:
+        for op in reversed(self.store.operations(exam_id)):
+            if op.kind == "run":
+                if op.state in ("interrupted", "stopped") and op.audit:
+                    return Path(op.audit)
+                break
+        raise Invalid(f"exam {exam_id} has no interrupted run to resume (its newest run ended)")
+
+    def stop(self, exam_id: str, op_id: str) -> Operation:
+        running = self.running.get(exam_id)
+        if running is None or running.op.id != op_id:
+            if (op := self.store.operation(op_id)) is None or op.exam != exam_id:
+                raise NotFound(f"no operation {op_id} on exam {exam_id}")
+            return op  # over already: nothing to stop
+        running.stop()
+        return running.op
+
+    async def _run(self, row: ExamRow, running: _Running, how: dict[str, Any]) -> None:
+        op = running.op
+        state, ok, error, report = "failed", False, None, None
+        try:
+            report = await trio.to_thread.run_sync(self._blocking, row, running, how)
+            interrupted = bool(report.get("interrupted"))
+            ok = bool(report.get("ok", report.get("restored")))
+            state = ("stopped" if running.stop_asked else "interrupted") if interrupted else "done"
+        except ScenarioErrors as exc:
+            error = "; ".join(str(e) for e in exc.errors)
+        except ChaosrunError as exc:
+            error = str(exc)
+        except Exception as exc:  # the server goes on; the operation says what broke
+            traceback.print_exc(file=sys.stderr)
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._lock:
+                self.running.pop(op.exam, None)
+            self.store.end_operation(op.id, state, ok=ok, error=error, report=report)
+            self.emit(op.exam, {"type": "operation_ended", "operation": op.id, "kind": op.kind, "state": state,
+                                "ok": ok, "error": error})  # fmt: skip
+
+    def _blocking(self, row: ExamRow, running: _Running, how: dict[str, Any]) -> dict[str, Any]:
+        """The operation itself, in a worker thread."""
+        op = running.op
+        exam = self.load(row)
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["type"] == "run_started":
+                self.store.set_audit(op.id, event["audit"])
+            self.emit_from_thread(op.exam, {**event, "operation": op.id})
+
+        def on_start(stop: Callable[[], None]) -> None:
+            running.stoppers.append(stop)
+            if running.stop_asked:
+                stop()
+
+        if op.kind == "restore":
+            return api.restore_exam(exam, on_event=on_event, on_start=on_start, **how).as_json()
+        if op.kind == "watch":
+            return api.watch_exam(exam, on_event=on_event, on_start=on_start, **how)[1]
+        section = Section.STEPS if op.kind == "run" else Section.VERIFY
+        return api.run_exam(exam, section, on_event=on_event, on_start=on_start, **how)
+
+    # -- events
+
+    def emit(self, exam_id: str, event: dict[str, Any]) -> None:
+        """Store an event and send it on (from the server's loop)."""
+        self._publish(exam_id, self.store.append_event(exam_id, event))
+
+    def emit_from_thread(self, exam_id: str, event: dict[str, Any]) -> None:
+        stored = self.store.append_event(exam_id, event)
+        if self._token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._publish, exam_id, stored)
+
+    def _publish(self, exam_id: str, event: dict[str, Any]) -> None:
+        self.rooms.setdefault(exam_id, Room()).apply(event)
+        for channel in list(self._subscribers.get(exam_id, ())):
+            try:
+                channel.send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                # too slow to follow (or gone): it reconnects and replays from its last id
+                self._subscribers[exam_id].discard(channel)
+                channel.close()
+
+    def subscribe(self, exam_id: str) -> tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]:
+        send, receive = trio.open_memory_channel[dict[str, Any]](10_000)
+        self._subscribers.setdefault(exam_id, set()).add(send)
+        return send, receive
+
+    def unsubscribe(self, exam_id: str, channel: trio.MemorySendChannel[Any]) -> None:
+        self._subscribers.get(exam_id, set()).discard(channel)
+        channel.close()
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _state(last: Operation | None) -> str:
+    """An exam's state from its newest operation."""
+    if last is None:
+        return "created"
+    if last.state == "running":
+        return "busy"
+    if last.state in ("interrupted", "stopped", "failed"):
+        return "interrupted" if last.state != "failed" else "failed"
+    return {"run": "ran", "verify": "verified", "restore": "restored", "watch": "watched"}[last.kind]
+
+
+def _checked(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The operation's keyword arguments for :mod:`chaosrun.api`, or Invalid."""
+    if kind not in PARAMS:
+        raise NotFound(f"no operation {kind!r}: one of {', '.join(KINDS)}")
+    known = PARAMS[kind]
+    how: dict[str, Any] = {}
+    for name, value in params.items():
+        if name not in known:
+            raise Invalid(f"{kind} takes no parameter {name!r} (it takes: {', '.join(known)})")
+        want = known[name][0]
+        if value is None:
+            continue
+        if not isinstance(value, want) or (isinstance(value, bool) and want in (int, (str, int, float))):
+            raise Invalid(f"{kind}: {name} must be {_type_name(want)}, not {value!r}")
+        how[name] = value
+    if kind == "watch":
+        for name, default in (("interval", 30.0), ("until", 3600.0)):
+            value = how.get(name, default)
+            seconds = float(value) if isinstance(value, int | float) else parse_duration(str(value))
+            if seconds is None or not 0 < seconds <= 7 * 86400:
+                raise Invalid(f"watch: {name} must be a duration such as 30s or 2h (up to 7 days), not {value!r}")
+            how[name] = seconds
+    if isinstance(how.get("seed"), int) and not 0 <= how["seed"] < 2**63:
+        raise Invalid(f"{kind}: seed must be from 0 to 2**63-1")
+    if "limit" in how and not how["limit"].strip():
+        raise Invalid(f"{kind}: limit is empty")
+    return how
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", bool: "true or false", float: "a number"}
+    return " or ".join(names[x] for x in (t if isinstance(t, tuple) else (t,)))
