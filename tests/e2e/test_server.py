@@ -211,6 +211,9 @@ def test_a_stop_ends_the_run_as_ctrl_c_does_and_seals_its_log(server: Server, ex
         assert http.post(f"/v1/exams/{ex['id']}/operations/{op['id']}/stop").status_code == 202
         done = server.wait(ex["id"], op["id"])
         assert done["state"] == "stopped" and time.monotonic() - started < 20
+        rows = http.get(f"/v1/exams/{ex['id']}/room").json()["environments"]
+        assert all(r["state"] != "running" for r in rows)  # nothing left looking under way
+        assert {r["cells"]["pause"]["status"] for r in rows} <= {"interrupted", "failed", "timeout"}
         logs = http.get(f"/v1/exams/{ex['id']}/audit").json()["logs"]
         assert logs and all(log["verification"]["ok"] for log in logs), logs
         bad = http.post(f"/v1/exams/{ex['id']}/watch", json={"interval": "soon"})

@@ -73,6 +73,14 @@ class Room:
                 for sid in [s for s, st in self.steps.items() if st.get("section") == section]:
                     row.cells.pop(sid, None)
             return
+        if kind == "operation_ended":  # what it left under way (stopped, the server killed) did not end
+            for row in self.rows.values():
+                if row.state == "running":
+                    row.state = "waiting"
+                for cell in row.cells.values():
+                    if cell.get("status") == "running":
+                        cell["status"] = "interrupted"
+            return
         env = event.get("env")
         if not isinstance(env, str):
             return

@@ -773,7 +773,7 @@
     state.steps.forEach((step, i) => fillCell(e._cells[i], step, row.cells[step.id]));
   }
 
-  const STATUS_LABEL = { ok: "ok", failed: "failed", timeout: "timeout", skipped: "skipped", running: "…" };
+  const STATUS_LABEL = { ok: "ok", failed: "failed", timeout: "timeout", skipped: "skipped", running: "…", interrupted: "cut" };
 
   function fillCell(c, step, cell) {
     const status = (cell && cell.status) || "none";
