@@ -72,27 +72,31 @@ def test_killed_resumed_watched_and_restored_on_a_real_machine(vm: LabVm, tmp_pa
     env = {k: v for k, v in os.environ.items() if k != "CHAOSRUN_KEY"}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
 
-    # kill -9 while the last step runs on the VM
+    # kill -9 while the last step runs on the VM (its deploy record is written before the upload)
     monitor = subprocess.Popen([*chaosrun_argv(), "run", str(scenario), *common], cwd=tmp_path, env=env)
     audit, deadline, log = tmp_path / "audit", time.monotonic() + 300, None
     while log is None:
         assert time.monotonic() < deadline and monitor.poll() is None, "the run ended before the moment to kill it"
         for path in audit.glob("*.jsonl") if audit.exists() else ():
-            if any(r.get("event") == "exec" and r.get("step") == "pause" for r in _records(path)):
+            if any(r.get("event") == "deploy" and r.get("step") == "pause" for r in _records(path)):
                 log = path
         time.sleep(0.05)
+    time.sleep(2)  # the upload done, its `sleep 6` under way
     os.kill(monitor.pid, signal.SIGKILL)
     monitor.wait()
     assert vm.ssh("systemctl is-active nginx || true").stdout.strip() == "inactive"
 
-    told = chaosrun("audit", "verify", str(log), cwd=tmp_path)
+    told = chaosrun("audit", "verify", str(log), cwd=tmp_path, config=tmp_path / "config")
     assert told.returncode != 0 and "pause" in told.stdout, told.stdout + told.stderr
 
     resumed = chaosrun("run", str(scenario), *common, "--resume", str(log), "--format", "json", cwd=tmp_path,
                        config=tmp_path / "config")  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     (renv,) = json.loads(resumed.stdout)["environments"]
-    assert [s["id"] for s in renv["steps"]] == ["pause"], renv["steps"]  # the others ended before the kill
+    assert [s["status"] for s in renv["steps"]] == ["ok"] * 4, renv["steps"]
+    (second,) = set(audit.glob("*.jsonl")) - {log}
+    started = [r["step"] for r in _records(second) if r.get("event") == "step_start"]
+    assert [s for s in started if not str(s).startswith("guard:")] == ["pause"]  # the others ended before the kill
 
     # a watch; the candidate starts nginx during it
     watch = subprocess.Popen(
