@@ -71,7 +71,10 @@ class Room:
                 row = self.row(name)
                 row.state = "waiting"
                 for sid in [s for s, st in self.steps.items() if st.get("section") == section]:
-                    row.cells.pop(sid, None)
+                    # a watch's next pass: the probe's time to fix stays until the pass says otherwise
+                    fix = row.cells.pop(sid, {}).get("time_to_fix")
+                    if fix is not None:
+                        row.cells[sid] = {"status": None, "time_to_fix": fix}
             return
         if kind == "operation_ended":  # what it left under way (stopped, the server killed) did not end
             for row in self.rows.values():

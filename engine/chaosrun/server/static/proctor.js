@@ -476,7 +476,11 @@
         row.state = "waiting";
         for (const id of Object.keys(row.cells)) {
           const step = state.stepById.get(id);
-          if (step && step.section === ev.section) delete row.cells[id];
+          if (step && step.section !== ev.section) continue;
+          // a watch's next pass: the probe's time to fix stays until the pass says otherwise
+          const fix = row.cells[id].time_to_fix;
+          if (fix != null) row.cells[id] = { status: null, time_to_fix: fix };
+          else delete row.cells[id];
         }
         changed(row);
       }
