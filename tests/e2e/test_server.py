@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from e2e_support import Exam
 from server_support import Server, serving
@@ -176,10 +177,7 @@ def test_a_server_killed_mid_run_leaves_an_interrupted_run_that_resumes(server: 
     with server.client() as http:
         ex = http.post("/v1/exams", json=_exam_text(exam, pause=20)).json()
         op = http.post(f"/v1/exams/{ex['id']}/run", json={}).json()
-        deadline = time.monotonic() + 60
-        while not any(e["type"] == "step_started" and e["step"] == "pause" for e in _events(http, ex["id"])):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        _wait_for_step(http, ex["id"], "pause")
     server.stop(signal.SIGKILL)
     server.start()
     with server.client() as http:
@@ -201,10 +199,7 @@ def test_a_stop_ends_the_run_as_ctrl_c_does_and_seals_its_log(server: Server, ex
     with server.client() as http:
         ex = http.post("/v1/exams", json=_exam_text(exam, pause=30)).json()
         op = http.post(f"/v1/exams/{ex['id']}/run", json={}).json()
-        deadline = time.monotonic() + 60
-        while not any(e["type"] == "step_started" and e["step"] == "pause" for e in _events(http, ex["id"])):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        _wait_for_step(http, ex["id"], "pause")
         with server.client(server.proctor) as proctor:
             assert proctor.post(f"/v1/exams/{ex['id']}/operations/{op['id']}/stop").status_code == 403
         started = time.monotonic()
@@ -223,6 +218,12 @@ def test_a_stop_ends_the_run_as_ctrl_c_does_and_seals_its_log(server: Server, ex
         assert http.post(f"/v1/exams/{ex['id']}/dance", json={}).status_code == 404
 
 
-def _events(http: object, exam: str) -> list[dict[str, object]]:
-    got = http.get(f"/v1/exams/{exam}/environments/cand-001")  # type: ignore[attr-defined]
-    return list(got.json()["events"])
+def _wait_for_step(http: httpx.Client, exam: str, step: str, timeout: float = 60) -> None:
+    """Until cand-001's ``step`` has started (its events, as the detail view shows them)."""
+    deadline = time.monotonic() + timeout
+    while not any(
+        e["type"] == "step_started" and e["step"] == step
+        for e in http.get(f"/v1/exams/{exam}/environments/cand-001").json()["events"]
+    ):
+        assert time.monotonic() < deadline, f"{step} never started"
+        time.sleep(0.1)
