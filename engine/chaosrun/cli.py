@@ -22,9 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, _log
 from ._source import ScenarioError, ScenarioErrors, load_yaml
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTRUSTED, ChaosrunError, UsageError
+from .cliparse import Parser, add_globals, apply_settings, with_command
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTRUSTED, EXIT_USAGE, ChaosrunError, UsageError
 from .inventory import Inventory, load_inventory, parse_inventory
 from .lint import check_scenario_text, scenario_warnings
 from .modules import MONITOR_NOTE, ModuleDecl, catalogue
@@ -38,7 +39,21 @@ if TYPE_CHECKING:
     from .api import Exam
     from .watch import WatchReport
 
-COMMANDS = ("run", "verify", "restore", "lint", "plan", "modules", "audit", "demo", "lab", "test", "serve", "token")
+COMMANDS = (
+    "run",
+    "verify",
+    "restore",
+    "lint",
+    "plan",
+    "modules",
+    "audit",
+    "demo",
+    "lab",
+    "test",
+    "serve",
+    "token",
+    "completion",
+)
 
 
 def _print_errors(errors: Sequence[ScenarioError], fmt: str = "text", warnings: Sequence[ScenarioError] = ()) -> None:
@@ -106,7 +121,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
         for warning in warnings:
             print(warning)
         _print_errors(errors)
-        if not errors:
+        if not errors and not args.quiet:
             n = len(args.files)
             print(f"ok: {n} file{'s' if n != 1 else ''} checked", file=sys.stderr)
     return EXIT_FAILED if errors else EXIT_OK
@@ -123,6 +138,11 @@ def _exam(args: argparse.Namespace, *, inventory: bool = True) -> Exam:
         key_path=getattr(args, "key", None),
         assignments=getattr(args, "var", None) or (),
     )
+
+
+def _note(line: str) -> None:
+    """A note of the engine's (``chaosrun.api``'s ``note``): on stderr unless ``-q``."""
+    _log.LOG.info("%s", line)
 
 
 def _path(args: argparse.Namespace, name: str) -> Path | None:
@@ -156,7 +176,7 @@ def raise_fd_limit(wanted: int = 65536) -> int:
 def _run(args: argparse.Namespace, section: Section) -> int:
     from rich.console import Console
 
-    from .api import note_on_stderr, prepare, watch_exam
+    from .api import prepare, watch_exam
 
     exam = _exam(args)
     how: dict[str, Any] = {
@@ -167,7 +187,7 @@ def _run(args: argparse.Namespace, section: Section) -> int:
         "strict": getattr(args, "strict", False),
         "reboot": getattr(args, "reboot", False),
         "boot_timeout": _duration_arg("--boot-timeout", getattr(args, "boot_timeout", "300s")),
-        "note": note_on_stderr,
+        "note": _note,
     }
     fmt = getattr(args, "format", "text")
     console = None if fmt != "text" else Console(highlight=False)
@@ -186,7 +206,14 @@ def _run(args: argparse.Namespace, section: Section) -> int:
     else:
         plan, options = prepare(exam, section, since=_path(args, "since"), **how)
         _check_fd_limit(exam.inventory, args.parallel, len(plan.environments))
-        report = run_section(plan, options, plain=args.plain or fmt != "text", console=console)
+        quiet = open(os.devnull, "w") if args.quiet else None  # noqa: SIM115 - closed below
+        try:
+            report = run_section(
+                plan, options, plain=args.plain or fmt != "text" or args.quiet, log=quiet, console=console
+            )
+        finally:
+            if quiet is not None:
+                quiet.close()
         if fmt != "text":
             print(_formatted(report_as_json(report), fmt), end="")
     if report.interrupted:
@@ -199,10 +226,8 @@ def _check_fd_limit(inventory: Inventory | None, parallel: int, environments: in
     count = environments if environments is not None else len(inventory.environments) if inventory else 1
     limit = raise_fd_limit()
     if limit < 4 * min(parallel, count) + 64:
-        print(
-            f"chaosrun: warning: only {limit} open files allowed; raise `ulimit -n` for "
-            f"{count} environments at --parallel {parallel}",
-            file=sys.stderr,
+        _log.LOG.warning(
+            "only %d open files allowed; raise `ulimit -n` for %d environments at --parallel %d", limit, count, parallel
         )
 
 
@@ -248,14 +273,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from .api import note_on_stderr, restore_exam
+    from .api import restore_exam
     from .restore import summary_lines
     from .run.progress import PlainReporter
 
-    result = restore_exam(
-        _exam(args), from_log=_path(args, "from_log"), limit=args.limit, parallel=args.parallel,
-        note=note_on_stderr, reporter=PlainReporter(),
-    )  # fmt: skip
+    quiet = open(os.devnull, "w") if args.quiet else None  # noqa: SIM115 - closed below
+    try:
+        result = restore_exam(
+            _exam(args), from_log=_path(args, "from_log"), limit=args.limit, parallel=args.parallel,
+            note=_note, reporter=PlainReporter(quiet),
+        )  # fmt: skip
+    finally:
+        if quiet is not None:
+            quiet.close()
     if args.format == "json":
         print(json.dumps(result.as_json(), indent=2))
     elif result.audit is not None:
@@ -370,7 +400,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.listen,
         Path(args.data),
         cert=_path(args, "cert"),
-        key=_path(args, "key"),
+        key=_path(args, "tls_key"),
         files=tuple(Path(f) for f in args.files or ()),
         monitor_key=_path(args, "monitor_key"),
     )
@@ -394,6 +424,26 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .completion import script
+
+    print(script(args.shell), end="")
+    return EXIT_OK
+
+
+def _complete(rest: Sequence[str]) -> int:
+    """``completion --cword N -- WORDS...``: the candidates for ``WORDS[N]``, one per line."""
+    from .completion import candidates
+
+    if len(rest) < 2 or rest[1] != "--" or not rest[0].isdigit():
+        print("chaosrun: completion --cword N -- WORDS...", file=sys.stderr)
+        return EXIT_USAGE
+    words = list(rest[2:])
+    for line in candidates(_parser(), words, int(rest[0])):
+        print(line)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -414,7 +464,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         # a bad inventory, or a --limit that selects none of it, is an error before anything starts
         plan = build_plan(scenario, seed=0, inventory=load_inventory(inventory))
         if args.limit:
-            limited(plan, args.limit, Path(args.audit))
+            limited(plan, args.limit, Path(args.audit), note=_note)
     seed = args.seed if args.seed is not None else new_seed()
     options = SelfTestOptions(
         audit_dir=Path(args.audit),
@@ -466,7 +516,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chaosrun", description="Agentless chaos for hands-on Linux exams.")
+    parser = Parser(prog="chaosrun", description="Agentless chaos for hands-on Linux exams.")
     parser.add_argument("--version", action="version", version=f"chaosrun {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -556,7 +606,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--boot-timeout", default="300s", metavar="DURATION", help="for each VM and reboot (300s)")
     p.add_argument("--memory", type=int, default=1024, metavar="MiB", help="memory per lab VM (1024)")
     p.add_argument("--cpus", type=int, default=2, metavar="N", help="virtual CPUs per lab VM (2)")
-    p.add_argument("--quiet", action="store_true", help="one line per phase only, not every step's")
     p.add_argument(
         "--limit",
         metavar="PATTERN",
@@ -580,6 +629,10 @@ def _parser() -> argparse.ArgumentParser:
         "--trust-embedded", action="store_true", help="trust the key embedded in the log's seal (its id is printed)"
     )
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("completion", help="print the shell completion script for bash, zsh or fish")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"))
+    p.set_defaults(func=cmd_completion)
 
     p = sub.add_parser("demo", help="run the bundled demo against a throwaway local testenv")
     p.add_argument(
@@ -622,7 +675,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:8420", metavar="HOST:PORT", help="where to listen (127.0.0.1:8420)")
     p.add_argument("--data", default="chaosrun-data", metavar="DIR", help="its database and exams (./chaosrun-data)")
     p.add_argument("--cert", metavar="FILE", help="TLS certificate (PEM), with --key")
-    p.add_argument("--key", metavar="FILE", help="TLS private key (PEM)")
+    p.add_argument("--key", dest="tls_key", metavar="FILE", help="TLS private key (PEM)")
     p.add_argument(
         "--files",
         action="append",
@@ -644,15 +697,37 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("name", metavar="NAME")
     q.add_argument("--data", default="chaosrun-data", metavar="DIR")
     p.set_defaults(func=cmd_token)
+    add_globals(parser, suppress=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    # `chaosrun SCENARIO.yml` is `chaosrun run SCENARIO.yml`
-    if args_list and args_list[0] not in COMMANDS and not args_list[0].startswith("-"):
-        args_list.insert(0, "run")
-    args = _parser().parse_args(args_list)
+    if args_list[:2] == ["completion", "--cword"]:  # a shell asking on TAB (chaosrun.completion)
+        return _complete(args_list[2:])
+    try:
+        parser = _parser()
+        args_list = with_command(args_list, COMMANDS)
+        args = parser.parse_args(args_list)
+        counts = apply_settings(parser, args)
+        args = parser.parse_args(args_list)  # again: the command line over the defaults just set
+        for name, value in counts.items():
+            setattr(args, name, getattr(args, name) or value)
+        _log.setup(-1 if args.quiet else args.verbose, args.log_file)
+    except ChaosrunError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    _log.LOG.debug("chaosrun %s", " ".join(args_list), extra=_log.FILE_ONLY)
+    try:
+        code = _call(args)
+        _log.LOG.debug("exit status %d", code, extra=_log.FILE_ONLY)
+        return code
+    finally:
+        _log.teardown()
+
+
+def _call(args: argparse.Namespace) -> int:
+    """The command's exit status; chaosrun's own errors and Ctrl-C as one line on stderr."""
     try:
         code: int = args.func(args)
     except BrokenPipeError:  # `chaosrun modules | head`: the reader left, nothing is wrong
@@ -670,6 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _print_error(exc: ChaosrunError) -> None:
     """One line on stderr, ``chaosrun: <message>``; scenario errors as lint prints them."""
+    _log.LOG.error("%s", exc, extra=_log.FILE_ONLY)
     if isinstance(exc, ScenarioErrors):
         _print_errors(exc.errors)
     elif isinstance(exc, ScenarioError):

@@ -19,6 +19,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -31,6 +32,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ..errors import EXIT_USAGE, ChaosrunError
 from . import signing
+
+_LOG = logging.getLogger("chaosrun.audit")
+_ENVELOPE = frozenset({"seq", "ts", "run", "event", "prev", "env", "step", "plan"})
 
 GENESIS = "0" * 64
 MAX_STRING = 4096
@@ -151,6 +155,8 @@ class AuditLog:
         line = encode(record)
         self._prev = line_hash(line)
         self._seq += 1
+        if _LOG.isEnabledFor(logging.DEBUG):  # -v, --log-file: one line per record
+            _LOG.debug("%s", describe(record))
         pending = _Pending(line, trio.Event())
         self._queue.append(pending)
         self._last = pending
@@ -408,3 +414,16 @@ def verify_file(path: Path, trusted: Ed25519PublicKey | None = None) -> Verdict:
         else (f"key {signing.key_id(public)} (embedded; pass --key to check it is the monitor's)")
     )
     return Verdict(True, n, f"{path}: OK, {n} records, chain intact, sealed by {who}", key_id=signing.key_id(public))
+
+
+def describe(record: Mapping[str, Any]) -> str:
+    """One line for the log: ``cand-001 kill_web deploy host="root@..." size=2801664``.
+
+    Values are JSON (escaped: a target's text cannot paint a terminal) and cut at 120
+    characters; the run's plan is left out (it is in the audit log).
+    """
+    where = " ".join(str(record[k]) for k in ("env", "step") if isinstance(record.get(k), str))
+    fields = " ".join(
+        f"{k}={json.dumps(v, ensure_ascii=True, default=str)[:120]}" for k, v in record.items() if k not in _ENVELOPE
+    )
+    return " ".join(part for part in (where, str(record.get("event")), fields) if part)
