@@ -215,9 +215,9 @@ complete -p chaosrun
     assert done.stdout.splitlines() == ["verify", "down", "csv", "complete -F _chaosrun_complete chaosrun"]
 
 
-def test_zsh_completes_through_its_completion_system() -> None:
+def test_zsh_completes_through_its_completion_system(tmp_path: Path) -> None:
     script = f"""
-autoload -U compinit && compinit -u -d {os.devnull}
+autoload -U compinit && compinit -u -d {tmp_path / "zcompdump"}
 source <({CHAOSRUN} completion zsh)
 _describe() {{ local name=$4; print -l -- ${{(P)name}} }}
 _files() {{ print -- FILES }}
