@@ -283,6 +283,16 @@ class Builder:
         )
         return files
 
+    def is_cached(self, module: str, goos: str = "linux", goarch: str = "amd64") -> bool:
+        """Whether ``build()`` would find the binary without compiling.
+
+        Raises:
+            BuildError: unknown module, or no Go toolchain (the key holds its version).
+        """
+        self._module_dir(module)
+        key = self.key(module, goos, goarch)
+        return (self.cache_dir / key[:2] / key / module).is_file()
+
     # --- building ---------------------------------------------------------------------
 
     def build(self, module: str, goos: str = "linux", goarch: str = "amd64") -> Binary:

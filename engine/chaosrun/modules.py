@@ -320,3 +320,39 @@ def catalogue(root: Path | None = None, monitor_root: Path | None = None) -> Map
             raise ValueError(f"{d.path}: module {d.name!r} is also declared in {found[d.name].path}")
         found[d.name] = d
     return found
+
+
+def module_line(decl: ModuleDecl) -> str:
+    """One line of ``chaosrun modules``: name, summary, where a probe runs, what it needs."""
+    first = decl.summary
+    where = f" [from: {decl.where}]" if decl.kind.value == "probe" and decl.where != "target" else ""
+    needs = f" [needs: {', '.join(decl.requires)}]" if decl.requires else ""
+    return f"  {decl.name:<18} {first}{where}{needs}"
+
+
+def format_module(decl: ModuleDecl) -> str:
+    """``chaosrun modules NAME``: what the module does, its parameters and result fields."""
+    lines = [f"{decl.name} ({decl.kind.value})", f"  {decl.description}"]
+    if decl.needs:
+        lines.append(f"  needs: {decl.needs}")
+    if decl.kind.value == "probe":
+        lines.append(f"  runs from: {decl.where}" + (f". {MONITOR_NOTE}" if "monitor" in decl.where else ""))
+    lines += ["", "parameters:"]
+    if not decl.params:
+        lines.append("  (none)")
+    for p in decl.params:
+        if p.required:
+            flag = "required"
+        elif p.has_default:
+            flag = f"default {json.dumps(p.default)}"
+        else:
+            flag = "optional"
+        choices = f" one of {', '.join(json.dumps(v) for v in p.enum)}." if p.enum else ""
+        lines.append(f"  {p.name:<16} {p.shown_type:<16} {flag}")
+        if p.description or choices:
+            lines.append(f"      {p.description}{choices}")
+    if decl.results:
+        lines += ["", "result fields (steps.ID.result.FIELD, or result.FIELD in expect):"]
+        for f in decl.results:
+            lines.append(f"  {f.name:<16} {f.type:<16} {f.description}")
+    return "\n".join(lines)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
@@ -145,3 +146,12 @@ def report_as_junit(report: Mapping[str, Any]) -> str:
     root.set("skipped", str(skipped))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def formatted(report: dict[str, Any], fmt: str) -> str:
+    """A run or verify report as ``--format`` wants it: ``json``, ``csv`` or ``junit``."""
+    if fmt == "csv":
+        return report_as_csv(report)
+    if fmt == "junit":
+        return report_as_junit(report)
+    return json.dumps(report, indent=2) + "\n"

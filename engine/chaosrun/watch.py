@@ -182,3 +182,22 @@ def watch_as_json(watch: WatchReport) -> dict[str, Any]:
             for (env, step), w in sorted(watch.probes.items())
         },
     }
+
+
+def print_watch(watch: WatchReport, console: Any) -> None:
+    """The last pass's table, then each probe's time to fix (``verify --watch`` on a terminal)."""
+    from .run.progress import print_summary
+
+    print_summary(watch.last, console)
+    for (env_name, step_id), w in sorted(watch.probes.items()):
+        fixed = watch.time_to_fix(env_name, step_id)
+        said = "never passed" if fixed is None else f"fixed after {_clock(fixed)}"
+        if w.regressed:
+            said += ", then failed again" + (" (passing at the end)" if w.passing else "")
+        console.print(f"{env_name} {step_id}: {said}")
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

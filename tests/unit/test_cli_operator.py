@@ -59,6 +59,12 @@ def test_a_mistyped_command_is_an_unknown_command_with_a_suggestion(home: Path) 
     assert code == 2 and err == "chaosrun: unknown command 'frobnicate'; `chaosrun --help` lists them\n"
 
 
+def test_the_command_list_is_the_parsers() -> None:
+    parser = cli._parser()
+    subs = next(a for a in parser._actions if a.dest == "command")
+    assert sorted(cli.COMMANDS) == sorted(subs.choices or ())
+
+
 def test_a_scenario_file_alone_is_still_a_run(home: Path) -> None:
     assert cli.with_command(["exam/s.yaml"], cli.COMMANDS) == ["run", "exam/s.yaml"]
     assert cli.with_command(["-v", "x.yml", "-i", "inv"], cli.COMMANDS) == ["-v", "run", "x.yml", "-i", "inv"]
