@@ -4,7 +4,7 @@ Per environment (each its own SSH connection, all environments concurrent), per 
 (sequential within an environment), exactly what chaosrun's step has to do and nothing
 else: no trio, no bridge, no audit log, no hash check, no process-group bookkeeping:
 
-    listen   an asyncio server on 127.0.0.1, ephemeral port, per step
+    listen   an asyncio server on 127.0.0.1 (``--bind``), ephemeral port, per step
     copy     the module binary over SFTP (one SFTP session per connection) to a random path
     exec     one exec channel: "PATH; rm -f PATH" with the step config (chaosrun.run.wire.step_config)
              on stdin, then EOF
@@ -111,10 +111,11 @@ async def one_step(
     tmp_dir: str,
     step: int,
     max_requests: int = -1,
+    bind: str = "127.0.0.1",
 ) -> bool:
     secret = StepSecret.new()
     done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-    server = await asyncio.start_server(lambda r, w: serve_one(r, w, secret, f"s{step}", done), "127.0.0.1", 0)
+    server = await asyncio.start_server(lambda r, w: serve_one(r, w, secret, f"s{step}", done), bind, 0)
     try:
         port = server.sockets[0].getsockname()[1]
         path = f"{tmp_dir}/{random_name()}"
@@ -123,7 +124,7 @@ async def one_step(
         ) as f:
             await f.write(data, 0)
         config = step_config(
-            monitor=f"127.0.0.1:{port}",
+            monitor=f"{bind}:{port}",
             secret=secret,
             run_id=RUN_ID,
             step_id=f"s{step}",
@@ -157,7 +158,7 @@ async def one_env(args: argparse.Namespace, data: bytes) -> bool:
     ):
         ok = True
         for step in range(1, args.steps + 1):
-            ok = await one_step(conn, sftp, data, args.tmp_dir, step, args.max_requests) and ok
+            ok = await one_step(conn, sftp, data, args.tmp_dir, step, args.max_requests, args.bind) and ok
         return ok
 
 
@@ -186,6 +187,7 @@ def main() -> None:
     p.add_argument("--known-hosts", required=True)
     p.add_argument("--binary", required=True, help="the module binary to deploy (e.g. file_exists)")
     p.add_argument("--tmp-dir", default="/tmp")
+    p.add_argument("--bind", default="127.0.0.1", help="address the callback listener binds, and the binary dials")
     p.add_argument("--envs", type=int, default=1)
     p.add_argument("--steps", type=int, default=1)
     p.add_argument(

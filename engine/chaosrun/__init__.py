@@ -1,20 +1,21 @@
 """chaosrun: agentless chaos engine for hands-on Linux certification exams.
 
 The public surface, one stage each: ``load_scenario`` (parse + lint), ``load_inventory``,
-``build_plan`` (plan), ``run_plan`` (run; imported on first use, since it brings the SSH
-and trio runtime that lint and plan never need).
+``build_plan`` (plan), ``run_plan`` (run). Each is imported on first use (PEP 562): the
+package itself loads nothing, so ``chaosrun --version`` and a shell's TAB stay quick, and
+lint and plan never load the SSH and trio runtime they do not need.
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from ._source import ScenarioError, ScenarioErrors, Span
-from .inventory import Inventory, load_inventory
-from .lint import load_scenario
-from .plan import Plan, build_plan
-from .scenario import Scenario
-
 if TYPE_CHECKING:
+    from ._source import ScenarioError, ScenarioErrors, Span
+    from .inventory import Inventory, load_inventory
+    from .lint import load_scenario
+    from .plan import Plan, build_plan
     from .run.runner import RunOptions, RunReport, run_plan
+    from .scenario import Scenario
 
 __all__ = [
     "Inventory",
@@ -32,12 +33,24 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"run_plan", "RunOptions", "RunReport"}
+_WHERE = {
+    "ScenarioError": "._source",
+    "ScenarioErrors": "._source",
+    "Span": "._source",
+    "Inventory": ".inventory",
+    "load_inventory": ".inventory",
+    "load_scenario": ".lint",
+    "Plan": ".plan",
+    "build_plan": ".plan",
+    "Scenario": ".scenario",
+    "run_plan": ".run.runner",
+    "RunOptions": ".run.runner",
+    "RunReport": ".run.runner",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from .run import runner
-
-        return getattr(runner, name)
-    raise AttributeError(f"module 'chaosrun' has no attribute {name!r}")
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'chaosrun' has no attribute {name!r}")
+    return getattr(import_module(where, __name__), name)

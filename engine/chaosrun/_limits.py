@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._log import LOG
-from .inventory import Inventory
+
+if TYPE_CHECKING:
+    from .inventory import Inventory
 
 
 def raise_fd_limit(wanted: int = 65536) -> int:

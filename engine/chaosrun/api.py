@@ -36,7 +36,7 @@ from .errors import UsageError
 from .inventory import Inventory, load_inventory
 from .lint import lint_scenario, load_scenario, scenario_warnings
 from .plan import Plan, PlannedStep, build_plan
-from .scenario import Scenario, Section
+from .scenario import Scenario, Section, Transfer
 from .session import new_seed
 
 if TYPE_CHECKING:
@@ -94,9 +94,12 @@ def load_exam(
     key_path: str | Path | None = None,
     assignments: Sequence[str] = (),
     note: Note = note_on_stderr,
+    env_per: str = "host",
 ) -> Exam:
     """Load and lint a scenario file and an inventory file; ``assignments`` are
-    ``--var NAME=VALUE`` (VALUE read as a YAML scalar: 64 is an int).
+    ``--var NAME=VALUE`` (VALUE read as a YAML scalar: 64 is an int); ``env_per``
+    (``--env-per``) is what an environment is in an Ansible inventory, a ``"host"`` or
+    a ``"group"``.
 
     Raises:
         ScenarioErrors: every error of either file, each with its file, line and column.
@@ -109,7 +112,9 @@ def load_exam(
         loaded = with_vars(loaded, assignments)
         if errors := lint_scenario(loaded):  # the new values must still fit the modules
             raise ScenarioErrors(errors)
-    inv = load_inventory(str(inventory)) if inventory is not None else None
+    inv = load_inventory(str(inventory), env_per=env_per) if inventory is not None else None
+    for warning in inv.warnings if inv is not None else ():
+        note(str(warning))
     return Exam(loaded, inv, Path(audit_dir), Path(key_path) if key_path else None)
 
 
@@ -179,11 +184,13 @@ def prepare(
     reboot: bool = False,
     boot_timeout: float = 300.0,
     since: Path | None = None,
+    transfer: Transfer | str | None = None,
     note: Note = note_on_stderr,
 ) -> tuple[Plan, RunOptions]:
     """The plan and options of one ``run`` or ``verify``: the seed (``--resume``'s, a past
     run's for ``--limit``, or a new one), the environments ``--limit`` selects, the
-    baseline the guard pass compares with (verify)."""
+    baseline the guard pass compares with (verify). ``transfer`` (``auto``, ``raw``,
+    ``gzip``; ``--transfer``) overrides the scenario's ``monitor.transfer``."""
     from .resume import next_resume_id
     from .run.model import RunOptions
 
@@ -208,10 +215,20 @@ def prepare(
         strict=strict,
         reboot=reboot,
         boot_timeout=boot_timeout,
+        transfer=_transfer(transfer),
     )
     if section is Section.VERIFY:
         options = dataclasses.replace(options, baseline=_baseline(exam, since, note))
     return plan, options
+
+
+def _transfer(name: Transfer | str | None) -> Transfer | None:
+    if name is None:
+        return None
+    try:
+        return Transfer(name)
+    except ValueError:
+        raise UsageError(f"--transfer {name}: one of {', '.join(t.value for t in Transfer)}") from None
 
 
 def _resumed(exam: Exam, path: Path, seed: int | None, note: Note) -> Any:

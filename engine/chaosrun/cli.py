@@ -19,25 +19,24 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, _log
-from ._source import ScenarioError, ScenarioErrors, load_yaml
+from ._limits import check_fd_limit
 from .cliparse import Parser, add_globals, apply_settings, with_command
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTRUSTED, EXIT_USAGE, ChaosrunError, UsageError
-from .inventory import Inventory, load_inventory, parse_inventory
-from .lint import check_scenario_text, scenario_warnings
-from .modules import MONITOR_NOTE, ModuleDecl, catalogue
-from .parse import read_source
-from .plan import build_plan, format_plan, plan_as_json
-from .reports import report_as_json
-from .scenario import Section, parse_duration
 from .session import new_seed, run_section
 
 if TYPE_CHECKING:
+    from ._source import ScenarioError
     from .api import Exam
-    from .watch import WatchReport
+    from .build import Builder
+    from .scenario import Scenario, Section
+
+#: ``--env-per`` (chaosrun.inventory.ENV_PER; a literal here: the parser loads no YAML code).
+ENV_PER = ("host", "group")
 
 COMMANDS = (
     "run",
@@ -53,6 +52,7 @@ COMMANDS = (
     "serve",
     "token",
     "completion",
+    "build",
 )
 
 
@@ -73,28 +73,28 @@ def _print_errors(errors: Sequence[ScenarioError], fmt: str = "text", warnings: 
         )
 
 
-_SCENARIO_KEYS = frozenset({"version", "name", "steps", "verify", "targets", "vars", "monitor"})
-
-
 def is_inventory_text(text: str, file: str) -> bool:
-    """An inventory has ``environments`` or ``defaults`` and no scenario keys, or is named
-    like one (``inventory.yml``, ``exam-inv.yaml``); everything else is a scenario."""
+    """An inventory is named like one (``inventory.yml``, ``exam-inv.yaml``) or is one by
+    :func:`chaosrun.inventory.inventory_format`: a ``.csv``, ``.ini`` or ``.cfg`` file, an
+    Ansible YAML inventory, chaosrun's YAML with ``environments`` or ``defaults`` and no
+    scenario keys, or a file without a YAML extension that is not a YAML mapping (Ansible
+    INI, e.g. ``hosts``); everything else is a scenario."""
+    from .inventory import inventory_format
+
     stem = Path(file).stem.lower()
     if "inventory" in stem or stem.endswith("-inv") or stem.startswith("inv-") or stem == "inv":
         return True
-    try:
-        root = load_yaml(text, file)
-    except ScenarioErrors:
-        return False
-    if not isinstance(root.value, dict):
-        return False
-    keys = set(root.value)
-    return bool(keys & {"environments", "defaults"}) and not keys & _SCENARIO_KEYS
+    return inventory_format(text, file) is not None
 
 
 def lint_files(paths: Sequence[str], warnings: list[ScenarioError] | None = None) -> list[ScenarioError]:
     """Every error in every file, sorted by file then position; the warnings of the
     scenarios without errors go to ``warnings`` when it is given."""
+    from ._source import ScenarioErrors
+    from .inventory import parse_inventory
+    from .lint import check_scenario_text, scenario_warnings
+    from .parse import read_source
+
     errors: list[ScenarioError] = []
     for path in paths:
         try:
@@ -103,7 +103,10 @@ def lint_files(paths: Sequence[str], warnings: list[ScenarioError] | None = None
             errors.extend(exc.errors)
             continue
         if is_inventory_text(text, name):
-            errors.extend(parse_inventory(text, name)[1])
+            inventory, found = parse_inventory(text, name)
+            errors.extend(found)
+            if warnings is not None and inventory is not None and not found:
+                warnings.extend(inventory.warnings)
         else:
             scenario, found = check_scenario_text(text, name)
             errors.extend(found)
@@ -113,6 +116,7 @@ def lint_files(paths: Sequence[str], warnings: list[ScenarioError] | None = None
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
+
     warnings: list[ScenarioError] = []
     errors = lint_files(args.files, warnings)
     if args.format == "json":
@@ -137,6 +141,7 @@ def _exam(args: argparse.Namespace, *, inventory: bool = True) -> Exam:
         audit_dir=getattr(args, "audit", None) or "audit",
         key_path=getattr(args, "key", None),
         assignments=getattr(args, "var", None) or (),
+        env_per=getattr(args, "env_per", "host"),
     )
 
 
@@ -151,40 +156,29 @@ def _path(args: argparse.Namespace, name: str) -> Path | None:
 
 
 def _duration_arg(flag: str, text: str) -> float:
+    from .scenario import parse_duration
+
     seconds = parse_duration(text)
     if seconds is None or seconds <= 0:
         raise UsageError(f"{flag} wants a duration such as 300s or 5m, got {text!r}")
     return seconds
 
 
-def raise_fd_limit(wanted: int = 65536) -> int:
-    """Raise this process's open-file limit toward the hard limit (each environment holds
-    an SSH connection and a listener per running step). Returns the soft limit in force."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            return target
-        except (ValueError, OSError):
-            pass
-    return soft
-
-
 def _run(args: argparse.Namespace, section: Section) -> int:
     from rich.console import Console
 
     from .api import prepare, watch_exam
+    from .reports import formatted, report_as_json
 
     exam = _exam(args)
+    builder = _build_ahead(exam.scenario, section, args.quiet)
     how: dict[str, Any] = {
         "limit": getattr(args, "limit", None),
         "seed": args.seed,
         "resume": _path(args, "resume"),
         "parallel": args.parallel,
         "strict": getattr(args, "strict", False),
+        "transfer": getattr(args, "transfer", None),
         "reboot": getattr(args, "reboot", False),
         "boot_timeout": _duration_arg("--boot-timeout", getattr(args, "boot_timeout", "300s")),
         "note": _note,
@@ -193,82 +187,62 @@ def _run(args: argparse.Namespace, section: Section) -> int:
     console = None if fmt != "text" else Console(highlight=False)
     if getattr(args, "watch", None):
         interval, until = _duration_arg("--watch", args.watch), _duration_arg("--until", args.until)
-        _check_fd_limit(exam.inventory, args.parallel)
+        check_fd_limit(exam.inventory, args.parallel)
         watch, data = watch_exam(
             exam, interval=interval, until=until, since=_path(args, "since"),
-            run_pass=lambda p, o: run_section(p, o, plain=True), **how,
+            run_pass=lambda p, o: run_section(p, replace(o, builder=builder), plain=True), **how,
         )  # fmt: skip
         report = watch.last
         if fmt != "text":
-            print(_formatted(data, fmt), end="")
+            print(formatted(data, fmt), end="")
         else:
-            _print_watch(watch, console)
+            from .watch import print_watch
+
+            print_watch(watch, console, full=args.full)
     else:
         plan, options = prepare(exam, section, since=_path(args, "since"), **how)
-        _check_fd_limit(exam.inventory, args.parallel, len(plan.environments))
+        options = replace(options, builder=builder)
+        check_fd_limit(exam.inventory, args.parallel, len(plan.environments))
         quiet = open(os.devnull, "w") if args.quiet else None  # noqa: SIM115 - closed below
         try:
             report = run_section(
-                plan, options, plain=args.plain or fmt != "text" or args.quiet, log=quiet, console=console
-            )
+                plan, options, plain=args.plain or fmt != "text" or args.quiet, log=quiet, console=console,
+                full=args.full,
+            )  # fmt: skip
         finally:
             if quiet is not None:
                 quiet.close()
         if fmt != "text":
-            print(_formatted(report_as_json(report), fmt), end="")
+            print(formatted(report_as_json(report), fmt), end="")
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _check_fd_limit(inventory: Inventory | None, parallel: int, environments: int | None = None) -> None:
-    """Raise the open-file limit; say so when it stays too low for the run."""
-    count = environments if environments is not None else len(inventory.environments) if inventory else 1
-    limit = raise_fd_limit()
-    if limit < 4 * min(parallel, count) + 64:
-        _log.LOG.warning(
-            "only %d open files allowed; raise `ulimit -n` for %d environments at --parallel %d", limit, count, parallel
-        )
+def _build_ahead(scenario: Scenario, section: Section, quiet: bool) -> Builder:
+    """Build what the run needs before it connects anywhere (chaosrun.prebuild): progress
+    on a cold cache, and a missing Go toolchain is an error before any target is touched."""
+    from .build import Builder
+    from .prebuild import build_on_terminal, modules_for
 
-
-def _print_watch(watch: WatchReport, console: Any) -> None:
-    """The last pass's table, then each probe's time to fix."""
-    from .run.progress import print_summary
-
-    print_summary(watch.last, console)
-    for (env_name, step_id), w in sorted(watch.probes.items()):
-        fixed = watch.time_to_fix(env_name, step_id)
-        said = "never passed" if fixed is None else f"fixed after {_clock(fixed)}"
-        if w.regressed:
-            said += ", then failed again" + (" (passing at the end)" if w.passing else "")
-        console.print(f"{env_name} {step_id}: {said}")
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+    builder = Builder()
+    build_on_terminal(builder, modules_for(scenario, section), quiet=quiet)
+    return builder
 
 
 #: ``--format`` of run and verify: the live table and summary, or a report at the end.
 REPORT_FORMATS = ("text", "json", "csv", "junit")
 
 
-def _formatted(report: dict[str, Any], fmt: str) -> str:
-    from .reports import report_as_csv, report_as_junit
-
-    if fmt == "csv":
-        return report_as_csv(report)
-    if fmt == "junit":
-        return report_as_junit(report)
-    return json.dumps(report, indent=2) + "\n"
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    from .scenario import Section
+
     return _run(args, Section.STEPS)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .scenario import Section
+
     return _run(args, Section.VERIFY)
 
 
@@ -277,10 +251,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from .restore import summary_lines
     from .run.progress import PlainReporter
 
+    exam = _exam(args)
+    _build_restore_module(args.quiet)
     quiet = open(os.devnull, "w") if args.quiet else None  # noqa: SIM115 - closed below
     try:
         result = restore_exam(
-            _exam(args), from_log=_path(args, "from_log"), limit=args.limit, parallel=args.parallel,
+            exam, from_log=_path(args, "from_log"), limit=args.limit, parallel=args.parallel,
             note=_note, reporter=PlainReporter(quiet),
         )  # fmt: skip
     finally:
@@ -295,6 +271,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if result.restored else EXIT_FAILED
+
+
+def _build_restore_module(quiet: bool) -> None:
+    from .build import Builder
+    from .prebuild import RESTORE, build_on_terminal
+
+    build_on_terminal(Builder(), [RESTORE], quiet=quiet)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -315,6 +298,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import build_plan, format_plan, plan_as_json
+
     exam = _exam(args)
     seed = args.seed if args.seed is not None else new_seed()
     plan = build_plan(exam.scenario, seed=seed, inventory=exam.inventory)
@@ -325,41 +310,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _module_line(decl: ModuleDecl) -> str:
-    first = decl.summary
-    where = f" [from: {decl.where}]" if decl.kind.value == "probe" and decl.where != "target" else ""
-    needs = f" [needs: {', '.join(decl.requires)}]" if decl.requires else ""
-    return f"  {decl.name:<18} {first}{where}{needs}"
-
-
-def format_module(decl: ModuleDecl) -> str:
-    lines = [f"{decl.name} ({decl.kind.value})", f"  {decl.description}"]
-    if decl.needs:
-        lines.append(f"  needs: {decl.needs}")
-    if decl.kind.value == "probe":
-        lines.append(f"  runs from: {decl.where}" + (f". {MONITOR_NOTE}" if "monitor" in decl.where else ""))
-    lines += ["", "parameters:"]
-    if not decl.params:
-        lines.append("  (none)")
-    for p in decl.params:
-        if p.required:
-            flag = "required"
-        elif p.has_default:
-            flag = f"default {json.dumps(p.default)}"
-        else:
-            flag = "optional"
-        choices = f" one of {', '.join(json.dumps(v) for v in p.enum)}." if p.enum else ""
-        lines.append(f"  {p.name:<16} {p.shown_type:<16} {flag}")
-        if p.description or choices:
-            lines.append(f"      {p.description}{choices}")
-    if decl.results:
-        lines += ["", "result fields (steps.ID.result.FIELD, or result.FIELD in expect):"]
-        for f in decl.results:
-            lines.append(f"  {f.name:<16} {f.type:<16} {f.description}")
-    return "\n".join(lines)
-
-
 def cmd_modules(args: argparse.Namespace) -> int:
+    from .modules import catalogue, format_module, module_line
+
     cat = catalogue()
     if args.name:
         decl = cat.get(args.name)
@@ -381,7 +334,7 @@ def cmd_modules(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for decl in cat.values():
             if decl.kind.value == kind:
-                print(_module_line(decl))
+                print(module_line(decl))
     return EXIT_OK
 
 
@@ -424,6 +377,12 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from .prebuild import build_command
+
+    return build_command(args)
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
     from .completion import script
 
@@ -456,13 +415,15 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     from ._signals import sigterm_as_interrupt
     from .api import limited
+    from .inventory import load_inventory
+    from .plan import build_plan
     from .selftest import SelfTestOptions, format_details, format_report, report_as_json, run_selftest
 
     scenario = _exam(args, inventory=False).scenario
     inventory = Path(args.inventory) if args.inventory else None
     if inventory is not None:
         # a bad inventory, or a --limit that selects none of it, is an error before anything starts
-        plan = build_plan(scenario, seed=0, inventory=load_inventory(inventory))
+        plan = build_plan(scenario, seed=0, inventory=load_inventory(inventory, env_per=args.env_per))
         if args.limit:
             limited(plan, args.limit, Path(args.audit), note=_note)
     seed = args.seed if args.seed is not None else new_seed()
@@ -475,6 +436,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         memory_mib=args.memory,
         cpus=args.cpus,
         limit=args.limit,
+        env_per=args.env_per,
     )
     as_json = args.format == "json"
 
@@ -523,6 +485,9 @@ def _parser() -> argparse.ArgumentParser:
     def scenario_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
         p.add_argument("scenario", metavar="SCENARIO.yml")
         p.add_argument("-i", "--inventory", metavar="INVENTORY.yml")
+        p.add_argument(
+            "--env-per", choices=ENV_PER, default="host", help="an Ansible inventory: an environment per host or group"
+        )
         if seed:
             p.add_argument("--seed", type=int, help="seed for one_of picks (printed when omitted)")
         p.add_argument("--var", action="append", metavar="NAME=VALUE", help="override a variable of the scenario")
@@ -532,6 +497,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--audit", metavar="DIR", default="audit", help="directory for the audit log (./audit)")
         p.add_argument("--plain", action="store_true", help="plain log lines instead of the live table")
         p.add_argument(
+            "--full",
+            action="store_true",
+            default=None,
+            help="at the end, every step of every environment (else only when it fits on the screen)",
+        )
+        p.add_argument(
             "--limit",
             metavar="PATTERN",
             help="only these environments: names, globs, a comma list, @failed or @suspect (of the newest audit log)",
@@ -540,6 +511,11 @@ def _parser() -> argparse.ArgumentParser:
             "--key",
             metavar="PATH",
             help="monitor's Ed25519 signing key ($CHAOSRUN_KEY or ~/.config/chaosrun/monitor_ed25519)",
+        )
+        p.add_argument(
+            "--transfer",
+            choices=("auto", "raw", "gzip"),
+            help="how module binaries travel to the targets; overrides the scenario's monitor.transfer (auto)",
         )
 
     p = sub.add_parser("lint", help="check scenario and inventory files")
@@ -629,6 +605,18 @@ def _parser() -> argparse.ArgumentParser:
         "--trust-embedded", action="store_true", help="trust the key embedded in the log's seal (its id is printed)"
     )
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("build", help="compile the modules of scenarios (or all) ahead of exam day")
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO.yml", help="build what these need")
+    p.add_argument("--all", action="store_true", help="every module of the catalogue")
+    p.add_argument(
+        "--arch",
+        metavar="LIST",
+        help="the targets' architectures, comma-separated: amd64,arm64 (or uname -m names; the monitor's own)",
+    )
+    p.add_argument("--jobs", type=int, default=2, metavar="N", help="modules compiled at once (2)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("completion", help="print the shell completion script for bash, zsh or fish")
     p.add_argument("shell", choices=("bash", "zsh", "fish"))
@@ -745,6 +733,8 @@ def _call(args: argparse.Namespace) -> int:
 
 def _print_error(exc: ChaosrunError) -> None:
     """One line on stderr, ``chaosrun: <message>``; scenario errors as lint prints them."""
+    from ._source import ScenarioError, ScenarioErrors
+
     _log.LOG.error("%s", exc, extra=_log.FILE_ONLY)
     if isinstance(exc, ScenarioErrors):
         _print_errors(exc.errors)

@@ -24,7 +24,7 @@ from .scenario import Origin, Repair, Scenario, Section, Step, StepKind
 ROOT_NAMES = ("vars", "steps", "target", "env", "result")
 STEP_FIELDS = ("ok", "status", "result", "duration")
 TARGET_FIELDS = ("host", "port", "user", "role")
-ENV_FIELDS = ("name",)
+ENV_FIELDS = ("name", "vars")  # env.vars.NAME: any NAME; plan checks it against the inventory
 
 
 def _hint(word: str, choices: Any) -> str | None:
@@ -440,7 +440,13 @@ class _Linter:
                     ScenarioError(f"unknown name 'target.{field}' (target has {', '.join(TARGET_FIELDS)})", ref.span)
                 )
             elif root == "env" and field is not None and field not in ENV_FIELDS:
-                self.errors.append(ScenarioError(f"unknown name 'env.{field}' (env has name)", ref.span))
+                self.errors.append(
+                    ScenarioError(
+                        f"unknown name 'env.{field}' (env has {', '.join(ENV_FIELDS)})",
+                        ref.span,
+                        _hint(str(field), ENV_FIELDS),
+                    )
+                )
             elif root == "result":
                 if not in_expect:
                     self.errors.append(

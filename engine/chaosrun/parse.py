@@ -30,11 +30,13 @@ from .scenario import (
     Step,
     StepKind,
     TargetSpec,
+    Transfer,
     parse_duration,
 )
 
 _KIND_KEYS = ("chaos", "probe", "wait", "one_of")
 _ORIGINS = {o.value: o for o in Origin}
+_TRANSFERS = {t.value: t for t in Transfer}
 
 
 def text_origin(node: Node) -> Span:
@@ -161,6 +163,7 @@ def _monitor(root: Node, c: _Collector) -> MonitorSettings:
         ports=ports,
         callback_timeout=c.duration(node.at("callback_timeout"), DEFAULT_CALLBACK_TIMEOUT),
         callback=_opt(node, "callback", str, "direct"),
+        transfer=_TRANSFERS.get(_opt(node, "transfer", str, ""), Transfer.AUTO),
     )
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._source import ScenarioError, ScenarioErrors, Span
-from .expr import And, EvalError, Expr, Template, map_templates
-from .inventory import Inventory, absolute
+from .expr import And, EvalError, Expr, NameRef, Template, iter_templates, map_templates
+from .inventory import Environment, Inventory, absolute
 from .scenario import (
     Origin,
     Scenario,
@@ -88,6 +88,7 @@ class EnvPlan:
     targets: Mapping[str, TargetSpec]
     steps: tuple[PlannedStep, ...]
     verify: tuple[PlannedStep, ...]
+    vars: Mapping[str, Any] = field(default_factory=dict)  # the inventory's, read as env.vars
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def _merge(base: TargetSpec, over: TargetSpec, keys: frozenset[str]) -> TargetSp
     return replace(base, **{k: getattr(over, k) for k in keys if k != "role"})
 
 
-def _environments(scenario: Scenario, inventory: Inventory | None) -> list[tuple[str, dict[str, TargetSpec]]]:
+def _environments(scenario: Scenario, inventory: Inventory | None) -> list[tuple[Environment, dict[str, TargetSpec]]]:
     base = {
         role: replace(
             spec,
@@ -136,13 +137,17 @@ def _environments(scenario: Scenario, inventory: Inventory | None) -> list[tuple
             for s in scenario.all_steps()
             if s.target and s.target not in base
         ]
+        default = Environment(DEFAULT_ENVIRONMENT, Span(scenario.file, 1, 1), {}, {})
+        missing += _env_var_errors(scenario, [default])
         if missing:
             raise ScenarioErrors(missing)
-        return [(DEFAULT_ENVIRONMENT, base)]
+        return [(default, base)]
     used = _roles_used(scenario) | set(scenario.targets)
-    errors: list[ScenarioError] = []
+    environments, errors = inventory.placed(used)
+    # an Ansible inventory read --env-per host: each host is an environment of its own
+    alone = _ALONE if inventory.hosts and inventory.env_per == "host" and len(used) > 1 else None
     out = []
-    for env in inventory.environments:
+    for env in environments:
         hosts: dict[str, TargetSpec] = {}
         for role in sorted(used | set(env.hosts)):
             spec = base.get(role, TargetSpec(role=role, host="", span=env.span))
@@ -153,16 +158,59 @@ def _environments(scenario: Scenario, inventory: Inventory | None) -> list[tuple
             elif "host" not in inventory.defaults_given:
                 # never fall back to the scenario's own host: with an inventory, that host
                 # would be hit once per candidate whose entry forgot the role
-                errors.append(ScenarioError(f"environment {env.name!r} has no host for role {role!r}", env.span))
+                message = f"environment {env.name!r} has no host for role {role!r}"
+                errors.append(ScenarioError(message, env.span, alone))
                 continue
             if not spec.host:
                 errors.append(ScenarioError(f"environment {env.name!r}, role {role!r}: missing host", env.span))
                 continue
             hosts[role] = spec
-        out.append((env.name, hosts))
+        out.append((env, hosts))
+    errors += _env_var_errors(scenario, [env for env, _ in out])
     if errors:
         raise ScenarioErrors(errors)
     return out
+
+
+_ALONE = (
+    "with --env-per host each host is an environment: set chaosrun_role to every role it plays, or use --env-per group"
+)
+
+
+def _env_var_errors(scenario: Scenario, environments: list[Environment]) -> list[ScenarioError]:
+    """Every ``env.vars.NAME`` the scenario reads that an environment lacks (or whose
+    hosts disagree on): one error at the expression, naming the environments."""
+    errors = []
+    for ref in _env_var_refs(scenario):
+        name = str(ref.path[2])
+        missing = [e.name for e in environments if name not in e.vars and name not in e.ambiguous]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            errors.append(
+                ScenarioError(
+                    f"env.vars.{name} is not set in environment{'s' if len(missing) > 1 else ''} {shown}",
+                    ref.span,
+                    "give every environment this variable in the inventory",
+                )
+            )
+        for env in environments:
+            if name in env.ambiguous:
+                why = env.ambiguous[name]
+                message = f"env.vars.{name} has no one value in environment {env.name!r}: {why}"
+                errors.append(ScenarioError(message, ref.span))
+    return errors
+
+
+def _env_var_refs(scenario: Scenario) -> list[NameRef]:
+    """Each ``env.vars.NAME`` in the scenario's conditions and templates, with its place."""
+    refs: list[NameRef] = []
+    for step in scenario.all_steps():
+        for expr in (step.when, step.expect):
+            if expr is not None:
+                refs += expr.names()
+        for template in iter_templates(step.params):
+            refs += template.names()
+    return [r for r in refs if len(r.path) > 2 and r.path[:2] == ("env", "vars") and isinstance(r.path[2], str)]
 
 
 def _roles_used(scenario: Scenario) -> set[str]:
@@ -198,6 +246,7 @@ def _plan_section(
     targets: Mapping[str, TargetSpec],
     draw: tuple[int, int],  # the seed, and the environment's index in the inventory
     picks: dict[str, str],
+    env_vars: Mapping[str, Any],
 ) -> tuple[PlannedStep, ...]:
     seed, env_index = draw
     order: list[tuple[str, tuple[str, ...]]] = []
@@ -230,7 +279,7 @@ def _plan_section(
         target = targets.get(role) if role else None
         scope = {
             "vars": scenario.vars,
-            "env": {"name": env},
+            "env": {"name": env, "vars": env_vars},
             **({"target": target.as_scope()} if target else {}),
         }
         out.append(
@@ -306,16 +355,18 @@ def build_plan(scenario: Scenario, *, seed: int, inventory: Inventory | None = N
             with the scenario's own targets.
 
     Raises:
-        ScenarioErrors: the inventory lacks a host for a role, or a static template
-            cannot be rendered for some environment.
+        ScenarioErrors: the inventory lacks a host for a role (or cannot say which
+            role an Ansible host plays), an environment lacks an ``env.vars.NAME`` the
+            scenario reads, or a static template cannot be rendered for some environment.
     """
     envs = []
     all_picks: dict[str, dict[str, str]] = {}
-    for index, (name, targets) in enumerate(_environments(scenario, inventory)):
+    for index, (env, targets) in enumerate(_environments(scenario, inventory)):
         picks: dict[str, str] = {}
-        steps = _plan_section(scenario, scenario.steps, name, targets, (seed, index), picks)
-        verify = _plan_section(scenario, scenario.verify, name, targets, (seed, index), picks)
-        envs.append(EnvPlan(name, targets, steps, verify))
+        name = env.name
+        steps = _plan_section(scenario, scenario.steps, name, targets, (seed, index), picks, env.vars)
+        verify = _plan_section(scenario, scenario.verify, name, targets, (seed, index), picks, env.vars)
+        envs.append(EnvPlan(name, targets, steps, verify, env.vars))
         all_picks[name] = picks
     return Plan(scenario, seed, tuple(envs), all_picks)
 
@@ -387,6 +438,8 @@ def format_plan(plan: Plan) -> str:
         for role, t in env.targets.items():
             insecure = " (host key NOT verified)" if t.insecure else ""
             lines.append(f"  {role}: {t.user}@{t.host}:{t.port}{insecure}")
+        if env.vars:
+            lines.append("  vars: " + " ".join(f"{k}={_show_value(v)}" for k, v in env.vars.items()))
         for title, section in (("steps", env.steps), ("verify", env.verify)):
             if not section:
                 continue
@@ -449,6 +502,7 @@ def plan_as_json(plan: Plan) -> dict[str, Any]:
                     for r, t in env.targets.items()
                 },
                 "picks": dict(plan.picks.get(env.name, {})),
+                **({"vars": dict(env.vars)} if env.vars else {}),
                 "steps": [_json_step(s) for s in env.steps],
                 "verify": [_json_step(s) for s in env.verify],
             }

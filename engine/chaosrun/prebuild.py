@@ -23,7 +23,7 @@ from typing import Any
 
 from .build import Binary, Builder, BuildError, goarch_for
 from .errors import EXIT_FAILED, EXIT_OK, UsageError
-from .scenario import Scenario, Section
+from .scenario import Origin, Scenario, Section
 
 __all__ = ["BuildReport", "Built", "local_goarch", "modules_for", "prebuild"]
 
@@ -67,7 +67,11 @@ def local_goarch() -> str:
 def modules_for(scenario: Scenario, section: Section | None = None) -> list[str]:
     """The modules ``section`` of ``scenario`` (both without one) may deploy, every
     ``one_of`` option and chaosrun's own included, sorted."""
-    found = {s.module for s in scenario.all_steps() if s.module and (section is None or s.section is section)}
+    found = {
+        s.module
+        for s in scenario.all_steps()
+        if s.module and s.origin is Origin.TARGET and (section is None or s.section is section)
+    }  # a probe `from: monitor` is no binary: the monitor runs it itself
     if found:
         found.add(GUARD)  # the baseline before the first chaos step; verify compares against it
     return sorted(found)

@@ -5,9 +5,11 @@ after (``result`` records), and the SHA-256 of every binary it deployed (``deplo
 reads them, per environment and machine, and runs chaosrun's own ``restore`` module there
 (``chaos_go/modules/restore``: deployed like any module, binary gone afterwards), which
 stops the run's fault processes and undoes the changes newest first, each only where the
-machine still shows what the change left. What it did is a run of its own, with an audit
-log ``<run>-restore.jsonl`` (``-restore-2``... for later ones) whose ``run_start`` names the
-run it restores.
+machine still shows what the change left. It also removes the uploads a monitor killed
+mid-step left at their recorded paths (a raw upload is the binary; a gzip upload is its own
+bytes, ``sent_sha256``, and may leave the binary at its ``unpack_path``), the guard pass's
+included. What it did is a run of its own, with an audit log ``<run>-restore.jsonl``
+(``-restore-2``... for later ones) whose ``run_start`` names the run it restores.
 
 A change an earlier restore of the same run undid, or found already undone, is not sent
 again, and a machine an earlier restore finished is not visited again unless a change of it
@@ -53,6 +55,7 @@ class Machine:
     changes: list[dict[str, Any]] = field(default_factory=list)  # {"step", "index", "change"}, in order
     binaries: set[str] = field(default_factory=set)  # "sha256:size"
     leftovers: dict[str, str] = field(default_factory=dict)  # path -> "sha256:size": deployed, never seen removed
+    unpacked: dict[str, str] = field(default_factory=dict)  # a gzip upload's path -> its unpacked file's
 
 
 @dataclass
@@ -131,15 +134,21 @@ def read_run(path: Path) -> PastRun:
 
         for r in records:
             event, env, step = r.get("event"), r.get("env"), r.get("step")
-            if not isinstance(env, str) or not isinstance(step, str) or (role := roles.get((env, step))) is None:
+            if not isinstance(env, str) or not isinstance(step, str):
+                continue
+            if (role := roles.get((env, step)) or _machine_role(step)) is None:
                 continue
             m = machines.setdefault((env, role), Machine(env, role))
             if event == "deploy" and isinstance(r.get("sha256"), str):
                 m.binaries.add(binary := f"{r['sha256']}:{int(r.get('size') or 0)}")
                 if isinstance(r.get("path"), str):
-                    m.leftovers[r["path"]] = binary
+                    m.leftovers[r["path"]] = _sent(r, binary)
+                    if isinstance(r.get("unpack_path"), str):  # gzip: the binary may be left there too
+                        m.leftovers[r["unpack_path"]] = binary
+                        m.unpacked[r["path"]] = r["unpack_path"]
             elif event == "cleanup" and r.get("removed") is True:
                 m.leftovers.pop(str(r.get("path")), None)
+                m.leftovers.pop(m.unpacked.get(str(r.get("path")), ""), None)
             elif event == "change" and isinstance(r.get("change"), dict):
                 streamed.setdefault((env, step), []).append(r["change"])
             elif event == "result":  # the attempt's whole story: its streamed changes repeat in it
@@ -159,6 +168,20 @@ def read_run(path: Path) -> PastRun:
         machines=machines,
         environments=environments,
     )
+
+
+def _machine_role(step: str) -> str | None:
+    """The role of a step of chaosrun's own that the plan does not list: the guard pass's
+    baseline before the first chaos step (``guard:web``), which deploys a binary too."""
+    return step.removeprefix("guard:") if step.startswith("guard:") else None
+
+
+def _sent(deploy: Mapping[str, Any], binary: str) -> str:
+    """The ``"sha256:size"`` of the bytes a deploy record put at its ``path``: the binary's, or a
+    gzip upload's own (``sent_sha256``, ``sent``)."""
+    if isinstance(deploy.get("sent_sha256"), str):
+        return f"{deploy['sent_sha256']}:{int(deploy.get('sent') or 0)}"
+    return binary
 
 
 def newest_run_log(audit_dir: Path, scenario_sha256: str | None = None) -> Path:

@@ -67,6 +67,16 @@ class Section(enum.Enum):
     VERIFY = "verify"
 
 
+class Transfer(enum.Enum):
+    """How a module's binary travels to a target (``monitor.transfer``, ``--transfer``):
+    as it is, gzip-compressed and unpacked by the exec wrapper, or whichever of the two
+    is faster on the target's measured link (``run/transfer.py``)."""
+
+    AUTO = "auto"
+    RAW = "raw"
+    GZIP = "gzip"
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """How to reach one role's host (after defaults)."""
@@ -93,6 +103,7 @@ class MonitorSettings:
     ports: tuple[int, int] = DEFAULT_PORTS
     callback_timeout: float = DEFAULT_CALLBACK_TIMEOUT
     callback: str = "direct"
+    transfer: Transfer = Transfer.AUTO
 
     @property
     def dial_address(self) -> str:

@@ -116,6 +116,7 @@ class SelfTestOptions:
     memory_mib: int = 1024
     cpus: int = 2
     limit: str | None = None  # --limit: only these environments of each track's machines
+    env_per: str = "host"  # --env-per: what an environment is in an Ansible inventory
 
 
 class _Interrupted(Exception):
@@ -320,7 +321,7 @@ class _Tracks:
         self.coverage()
 
     def plan_for(self, inventory_path: Path, track: _Track) -> Plan | None:
-        inventory = load_inventory(inventory_path)
+        inventory = load_inventory(inventory_path, env_per=self.options.env_per)
         seed = self.options.seed
         envs = [e.name for e in build_plan(self.scenario, seed=seed, inventory=inventory).environments]
         if self.options.limit:

@@ -37,6 +37,7 @@ def run_section(
     log: IO[str] | None = None,
     console: Console | None = None,
     reporter: Reporter | None = None,
+    full: bool | None = None,
 ) -> RunReport:
     """Run ``options.section`` of ``plan`` on every environment, showing its progress.
 
@@ -52,6 +53,8 @@ def run_section(
         console: where the summary table goes once the run is over; None prints none
             (the caller prints the report itself, e.g. as JSON).
         reporter: where progress goes instead of the terminal (``chaosrun.api``'s events).
+        full: the summary's every step of every environment (``--full``); None: only when it
+            fits on one screen, else the room's summary (chaosrun.run.progress.print_summary).
 
     Returns:
         The report of the run, interrupted or not.
@@ -80,7 +83,7 @@ def run_section(
         if isinstance(reporter, LiveReporter):
             reporter.stop()
     if console is not None:
-        print_summary(report, console)
+        print_summary(report, console, full=full)
     return report
 
 

@@ -184,11 +184,11 @@ def watch_as_json(watch: WatchReport) -> dict[str, Any]:
     }
 
 
-def print_watch(watch: WatchReport, console: Any) -> None:
+def print_watch(watch: WatchReport, console: Any, *, full: bool | None = None) -> None:
     """The last pass's table, then each probe's time to fix (``verify --watch`` on a terminal)."""
     from .run.progress import print_summary
 
-    print_summary(watch.last, console)
+    print_summary(watch.last, console, full=full)
     for (env_name, step_id), w in sorted(watch.probes.items()):
         fixed = watch.time_to_fix(env_name, step_id)
         said = "never passed" if fixed is None else f"fixed after {_clock(fixed)}"

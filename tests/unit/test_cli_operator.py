@@ -252,3 +252,27 @@ complete -C'chaosrun lint {tmp_path}/ex'
         "junit",
         f"{tmp_path}/exam.yaml",
     ]
+
+
+# -- start-up -----------------------------------------------------------------------------
+
+
+def test_the_command_line_loads_no_parser_libraries_until_a_command_needs_them() -> None:
+    """--version, --help and a shell's TAB load neither YAML, the grammar, JSON Schema nor
+    the runtime (bench/bench_startup.py measures what that saves)."""
+    check = (
+        "import sys, contextlib, io\n"
+        "from chaosrun.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['completion', '--cword', '1', '--', 'chaosrun', 'r'])\n"
+        "heavy = {'yaml', 'lark', 'jsonschema', 'trio', 'asyncssh', 'rich', 'cryptography'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_env_per_choices_are_the_inventorys() -> None:
+    from chaosrun.inventory import ENV_PER
+
+    assert cli.ENV_PER == ENV_PER

@@ -10,12 +10,13 @@ from typing import Any
 import trio
 
 from ..plan import EnvPlan, Plan, PlannedStep
-from ..scenario import MonitorSettings, TargetSpec
+from ..scenario import MonitorSettings, TargetSpec, Transfer
 from .audit import AuditLog
 from .builds import Builds
 from .connection import Connection, Connector, TargetError
 from .integrity import Signal
 from .model import RunOptions, StepFailed, StepOutcome
+from .transfer import Links
 
 MAX_UPLOADS = 16  # binaries being copied at once, across all environments (memory bound)
 
@@ -35,10 +36,16 @@ class RunContext:
     # environment -> program label -> ("PATH sha256", step): the programs each environment's
     # binaries hashed, compared across environments at the end (integrity.program_outliers)
     programs: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    links: Links = field(default_factory=Links)  # what uploads measured of each target's link (transfer: auto)
 
     @property
     def monitor(self) -> MonitorSettings:
         return self.plan.scenario.monitor
+
+    @property
+    def transfer(self) -> Transfer:
+        """How binaries travel: ``--transfer``, else the scenario's ``monitor.transfer``."""
+        return self.options.transfer or self.monitor.transfer
 
 
 def _host_key(target: TargetSpec) -> tuple[str, int, str]:
@@ -150,7 +157,7 @@ class EnvState:
         """The names a step's ``when`` and ``with:`` templates see."""
         return {
             "vars": self.ctx.plan.scenario.vars,
-            "env": {"name": self.name},
+            "env": {"name": self.name, "vars": self.plan.vars},
             "target": step.target.as_scope() if step.target else {},
             "steps": {sid: o.as_scope() for sid, o in self.outcomes.items()},
         }

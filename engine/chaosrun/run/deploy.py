@@ -1,11 +1,12 @@
 """Run stage, one module attempt: build, listen, deploy, exec, collect, clean.
 
-The binary goes to a random ``tmp.XXXXXXXXXX`` name in the target's temp dir; the exec
-wrapper opens it, unlinks it, checks the bytes behind the open descriptor and runs
-``/proc/self/fd/3`` with the step's config on stdin. The listener, the forward (tunnel
-mode) and the remote process live in the attempt's nursery; cleanup (stop the process,
-close the forward, remove the file if the wrapper did not, audit it) runs in ``finally``
-under a shielded, bounded scope.
+The binary goes to a random ``tmp.XXXXXXXXXX`` name in the target's temp dir, as it is or
+gzip-compressed (``transfer``, chosen in ``run/transfer.py``); the exec wrapper opens it,
+unlinks it (unpacks it into an unlinked file first), checks the bytes behind the open
+descriptor and runs ``/proc/self/fd/3`` with the step's config on stdin. The listener, the
+forward (tunnel mode) and the remote process live in the attempt's nursery; cleanup (stop
+the process, close the forward, remove the files if the wrapper did not, audit it) runs in
+``finally`` under a shielded, bounded scope.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import posixpath
 import secrets
 import shlex
 import string
+import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any
@@ -22,11 +24,13 @@ import trio
 
 from ..build import BuildError, goarch_for
 from ..plan import PlannedStep
+from ..scenario import TargetSpec, Transfer
 from .connection import Connection, ExecResult, Forward, Process, TargetError
 from .context import EnvState
 from .integrity import baseline_changes, sensor_baseline, sensor_flags
 from .listener import ListenerState, serve_listener
 from .model import StepFailed
+from .transfer import decide
 from .wire import StepSecret, step_config
 
 CLEANUP_TIMEOUT = 15.0
@@ -34,6 +38,8 @@ EXIT_GRACE = 5.0  # after the result: how long the binary may take to exit
 RESULT_GRACE = 2.0  # after the binary exited: how long an in-flight result may take
 KILL_WAIT = 3.0  # after terminating a lingering binary: how long its exit status may take
 HASH_MISMATCH = 97  # exit status of the exec wrapper when the uploaded file changed
+UNPACK_FAILED = 95  # the gzip exec wrapper's, when gzip could not unpack the upload
+NO_GZIP = 96  # the gzip exec wrapper's, on a target without gzip
 DELIVERED = frozenset({0, 1, 2})  # the kit's exit statuses after it delivered a result
 
 
@@ -59,23 +65,71 @@ def exec_command(remote: str, sha256: str, blake2b: str | None = None) -> str:
     against ~8 ms for ``b2sum`` (docs/performance.md).
     """
     p = shlex.quote(remote)
+    return f"exec 3<{p} || exit {HASH_MISMATCH}; rm -f {p}; {_hash_check(sha256, blake2b)}; exec /proc/self/fd/3"
+
+
+def gzip_exec_command(packed: str, unpacked: str, sha256: str, blake2b: str | None = None) -> str:
+    """The exec wrapper of a gzip upload: unpack ``packed`` into a file that is unlinked
+    before a byte is written, check the unpacked bytes as :func:`exec_command` checks a
+    raw upload, and run them through ``/proc/self/fd/3``.
+
+    POSIX sh (tested with dash, Debian's /bin/sh, and bash, root's login shell): the
+    upload is opened on fd 4 and unlinked; the unpacked file is created at the fresh random
+    name ``unpacked`` on fd 5, exclusively (``set -C`` for that one open: ``O_CREAT|O_EXCL``,
+    so a file or symlink planted there is never written through: one there before the open
+    exits 97, one planted in the instant between the look and the open fails the open,
+    exit 97 in bash, 2 in dash), unlinked at once, reopened read-only on fd 3 through
+    ``/proc/self/fd/5`` (the same inode, no name to race on) and made executable through
+    ``/proc/self/fd/3``; then ``gzip -dc <&4 >&5``, fd 4 and 5 are closed (a writer still
+    open would make the exec fail with ETXTBSY), fd 3 is hashed and executed: the exec
+    opens the inode anew, so the offset the hash read moved does not matter. The binary
+    then sees what a raw upload's sees: itself on fd 3, nothing on fd 4 and 5, command
+    line ``/proc/self/fd/3``.
+
+    What this guarantees against the target's root, who can race every step of it, is
+    the hash check: whatever sits behind fd 3 when it is hashed (another inode swapped in,
+    bytes changed in the upload or in the unpacked file, a lying gzip) runs only if it is
+    exactly the binary we built; anything else exits 97 (or 95, gzip failing on a changed
+    upload) before the config is read. The unpacked file never has a name once a byte is
+    in it, and the upload's name goes before it is read. Bytes changed after the hash
+    (root can reopen the inode for writing through ``/proc/PID/fd/3``) are the same race
+    as for a raw upload: the binary's authenticated hello reports the SHA-256 of its own
+    executable, which the listener compares with the one deployed.
+
+    Exit statuses of its own: 97 the hash check failed or an open failed, 95 ``gzip -dc``
+    failed (a changed upload, or no room to unpack: the caller tells them apart), 96 the
+    target has no ``gzip``.
+    """
+    gz, p2, bad = shlex.quote(packed), shlex.quote(unpacked), HASH_MISMATCH
+    return (
+        f"umask 077; exec 4<{gz} || exit {bad}; rm -f {gz}; "
+        f"command -v gzip >/dev/null 2>&1 || exit {NO_GZIP}; "
+        f"if [ -e {p2} ] || [ -h {p2} ]; then exit {bad}; fi; "
+        f"set -C; exec 5>{p2} || exit {bad}; set +C; rm -f {p2}; exec 3</proc/self/fd/5 || exit {bad}; "
+        f"chmod 700 /proc/self/fd/3 || exit {bad}; gzip -dc <&4 >&5 || exit {UNPACK_FAILED}; "
+        f"exec 4<&- 5>&-; {_hash_check(sha256, blake2b)}; exec /proc/self/fd/3"
+    )
+
+
+def _hash_check(sha256: str, blake2b: str | None) -> str:
+    """Shell that exits 97 unless the bytes behind fd 3 have these digests."""
     sha_check = f'h=$(sha256sum <&3) && [ "${{h%% *}}" = {sha256} ] || exit {HASH_MISMATCH}'
-    if blake2b is not None:
-        check = (
-            "if command -v b2sum >/dev/null 2>&1; then "
-            f'h=$(b2sum <&3) && [ "${{h%% *}}" = {blake2b} ] || exit {HASH_MISMATCH}; '
-            f"else {sha_check}; fi"
-        )
-    else:
-        check = sha_check
-    return f"exec 3<{p} || exit {HASH_MISMATCH}; rm -f {p}; {check}; exec /proc/self/fd/3"
+    if blake2b is None:
+        return sha_check
+    return (
+        "if command -v b2sum >/dev/null 2>&1; then "
+        f'h=$(b2sum <&3) && [ "${{h%% *}}" = {blake2b} ] || exit {HASH_MISMATCH}; '
+        f"else {sha_check}; fi"
+    )
 
 
 def exit_reason(result: ExecResult) -> str:
     stderr = result.stderr.decode("utf-8", "replace").strip().splitlines()
     tail = stderr[-1][:300] if stderr else ""
-    if result.exit_status == HASH_MISMATCH:
+    if result.exit_status in (HASH_MISMATCH, UNPACK_FAILED):
         return "the uploaded binary was changed on the target before it ran"
+    if result.exit_status == NO_GZIP:
+        return "the target has no gzip to unpack the module (transfer: raw sends it as it is)"
     if result.signal:
         return f"binary killed by signal {result.signal} before it reported"
     if result.exit_status == 3:
@@ -105,15 +159,21 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
     except TargetError as exc:
         raise StepFailed(f"{ctx.connector.name}: {exc}") from None
     deployable = await ctx.builds.get(step.module, goarch)
-    binary, data = deployable.binary, deployable.data
+    binary = deployable.binary
+    link = ctx.links.of(step.target)
+    choice = await decide(ctx.transfer, link, conn, step.target, binary.size, ctx.builds.packed_size(deployable))
+    packed = await ctx.builds.packed(deployable) if choice.transfer is Transfer.GZIP else None
+    data = deployable.data if packed is None else packed.data  # the bytes that go on the wire
     secret = StepSecret.new()
     remote = posixpath.join(step.target.tmp_dir, innocuous_name())
+    unpacked = posixpath.join(step.target.tmp_dir, innocuous_name()) if packed is not None else None
     label = f"{step.target.user}@{step.target.host}:{step.target.port}"
     process: Process | None = None
     forward: Forward | None = None
     exited = trio.Event()
     exit_box: list[ExecResult | TargetError] = []
     leftover: str | None = None
+    left_unpacked: str | None = None
     exec_recorded = False
     wait_scope = trio.CancelScope(shield=True)
     async with trio.open_nursery() as nursery:
@@ -127,10 +187,12 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                 token_id=secret.token_id,
             )
             if env.first_upload(step.target):  # later ones are explained if they fail
-                await _check_room(conn, step.target.tmp_dir, len(data), label)
+                room = len(data) + (binary.size if packed is not None else 0)  # gzip: both at once
+                await _check_room(conn, step.target.tmp_dir, room, label)
             # The step's intent, durable before the binary is on the target: what may be
-            # applied, and where the file goes (a monitor killed mid-upload leaves it named,
-            # for restore to remove).
+            # applied, and where the files go (a monitor killed mid-upload leaves them
+            # named, for restore to remove: ``sha256``/``size`` are the binary's, that
+            # runs; a gzip upload's own bytes at ``path`` are ``sent_sha256``/``sent``).
             await ctx.audit.record(
                 "deploy",
                 env=env.name,
@@ -141,10 +203,16 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                 size=binary.size,
                 module=step.module,
                 params=params,
+                transfer=choice.transfer.value,
+                sent=len(data),
+                **({"sent_sha256": packed.sha256, "unpack_path": unpacked} if packed is not None else {}),
+                **({"chosen": choice.why} if choice.why else {}),
             )
             try:
                 async with ctx.uploads:  # bounds memory: each upload in flight buffers a binary
-                    await conn.write_file(remote, data, 0o700)
+                    started = time.perf_counter()  # the link's real time, whatever trio's clock says
+                    await conn.write_file(remote, data, 0o700 if packed is None else 0o600)
+                    link.measured(len(data), time.perf_counter() - started)
             except TargetError as exc:
                 await _check_room(conn, step.target.tmp_dir, len(data), label)  # name the cause if it is this
                 raise StepFailed(f"deploy to {label}:{remote} failed: {exc.reason}") from None
@@ -168,10 +236,15 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                 timeout=step.timeout,
             )
             state.expect_config(config)  # the binary must report this config's digest
+            if unpacked is None:
+                command = exec_command(remote, binary.sha256, deployable.blake2b)
+            else:
+                command = gzip_exec_command(remote, unpacked, binary.sha256, deployable.blake2b)
             try:
-                process = await conn.start(exec_command(remote, binary.sha256, deployable.blake2b), input=config)
+                process = await conn.start(command, input=config)
             except TargetError as exc:
                 raise StepFailed(f"exec on {label} failed: {exc.reason}") from None
+            exec_started = time.perf_counter()
 
             async def wait_exit() -> None:
                 # Shielded: a timeout or Ctrl-C must not stop the binary behind our back
@@ -187,6 +260,8 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
 
             nursery.start_soon(wait_exit)
             await first_of(state.authenticated.wait, exited.wait, timeout=ctx.monitor.callback_timeout)
+            if state.authenticated.is_set():  # what unpacking costs this target (transfer: auto)
+                link.ran(choice.transfer, time.perf_counter() - exec_started)
             if not state.authenticated.is_set() and not exited.is_set():
                 raise StepFailed(
                     f"no valid callback within {ctx.monitor.callback_timeout:g}s "
@@ -208,6 +283,10 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                     env.forget(step.target)
                     lost = f"connection lost while the binary ran: {outcome.reason}"
                     raise StepFailed(f"{ctx.connector.name}: {lost}")
+                if outcome.exit_status == UNPACK_FAILED:  # no room to unpack is no tampering
+                    await _check_room(conn, step.target.tmp_dir, binary.size, label)
+                if outcome.exit_status == NO_GZIP:
+                    link.gzip = False  # auto sends this target raw bytes from now on
                 _flag_exit(env, step, outcome)
                 raise StepFailed(exit_reason(outcome))
             # The result is in. It counts only if the binary chaosrun started ends as a
@@ -276,6 +355,8 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                 # (a folder where the unlink failed, a step that never got so far) and
                 # look that it is gone: the record says what was seen, not what should be.
                 leftover = await env.remove_binary(step.target, conn, remote)
+                if unpacked is not None:
+                    left_unpacked = await _remove_unpacked(env, step.target, conn, unpacked)
                 # Durable with the step's next record (result or step_end, always written)
                 # before the step is reported or the next one starts.
                 ctx.audit.defer(
@@ -283,15 +364,28 @@ async def module_attempt(env: EnvState, step: PlannedStep, params: Mapping[str, 
                     env=env.name,
                     step=step.id,
                     path=remote,
-                    removed=leftover is None,
+                    removed=leftover is None and left_unpacked is None,
                     **({"left": leftover} if leftover else {}),
+                    **({"left_unpacked": left_unpacked} if left_unpacked else {}),
                     port_closed=state.port,
                 )
             wait_scope.cancel()
             nursery.cancel_scope.cancel()
     if leftover is not None:
         raise StepFailed(f"cleanup: the binary is still on the target at {remote} ({leftover})")
+    if left_unpacked is not None:
+        raise StepFailed(f"cleanup: the unpacked binary is still on the target at {unpacked} ({left_unpacked})")
     return message
+
+
+async def _remove_unpacked(env: EnvState, target: TargetSpec, conn: Connection, path: str) -> str | None:
+    """What :meth:`EnvState.remove_binary` says of a gzip upload's unpacked file, which the
+    wrapper unlinks the moment it creates it: looked for first (one round trip), removed
+    only when it is there."""
+    with suppress(TargetError):
+        if not await conn.exists(path):
+            return None
+    return await env.remove_binary(target, conn, path)
 
 
 def _check_sensors(env: EnvState, step: PlannedStep, params: Mapping[str, Any], message: Mapping[str, Any]) -> None:
@@ -361,7 +455,7 @@ def _flag_exit(env: EnvState, step: PlannedStep, outcome: ExecResult) -> None:
     """Signals of a binary that ended on its own before it reported."""
     if outcome.signal:
         env.flag(step, "binary_killed", f"killed by signal {outcome.signal} before it reported")
-    elif outcome.exit_status == HASH_MISMATCH:
+    elif outcome.exit_status in (HASH_MISMATCH, UNPACK_FAILED):
         env.flag(step, "binary_swapped", "the uploaded file was changed on the target before it ran")
 
 

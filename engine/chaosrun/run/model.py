@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ChaosrunError
 from ..plan import Plan, PlannedStep
-from ..scenario import Section, StepKind
+from ..scenario import Section, StepKind, Transfer
 from .integrity import Signal
 
 if TYPE_CHECKING:
@@ -204,6 +204,7 @@ class RunOptions:
     resume: Interrupted | None = None  # the run this one goes on with (run --resume): its ended steps are not run
     baseline: Baseline | None = None  # verify: the run's baselines, for the guard pass (None: no guard pass)
     take_baseline: bool = True  # run: each machine's posture before the first chaos step
+    transfer: Transfer | None = None  # how binaries travel (--transfer); None: the scenario's monitor.transfer
     # given, once the run is under way, a function that stops it from any thread as Ctrl-C
     # does (chaosrun.api, chaosrun serve)
     on_start: Callable[[Callable[[], None]], None] | None = None

@@ -38,7 +38,6 @@ from .guards import guard_pass, take_baselines
 from .integrity import program_outliers, sensor_trace, timing_outliers
 from .listener import resolve_dial_address
 from .model import EnvOutcome, RunError, RunOptions, RunReport, StepFailed, StepOutcome, StepStatus
-from .monitor import run_monitor_probe
 from .reboot import reboot_all
 from .signing import load_or_create_key
 
@@ -131,6 +130,8 @@ async def _run_step(env: EnvState, step: PlannedStep) -> StepOutcome:
             message: dict[str, Any] | None = None
             try:
                 if step.origin is Origin.MONITOR:  # no binary: the monitor reaches the target itself
+                    from .monitor import run_monitor_probe  # its HTTP, DNS and TLS code: when used
+
                     message = await run_monitor_probe(env, step, params)
                 else:
                     message = await module_attempt(env, step, params)
