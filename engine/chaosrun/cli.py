@@ -50,6 +50,7 @@ COMMANDS = (
     "lab",
     "test",
     "serve",
+    "worker",
     "token",
     "completion",
     "build",
@@ -356,13 +357,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         key=_path(args, "tls_key"),
         files=tuple(Path(f) for f in args.files or ()),
         monitor_key=_path(args, "monitor_key"),
+        db=args.db,
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .server.worker import run_worker
+
+    return run_worker(
+        args.db,
+        Path(args.audit),
+        name=args.name,
+        parallel=args.parallel,
+        lease=_duration_arg("--lease", args.lease),
+        key_path=_path(args, "key"),
     )
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from .server.store import Store
+    from .server.db import open_store
 
-    store = Store(Path(args.data))
+    store = open_store(Path(args.data), args.db)
     try:
         if args.token_action == "create":
             print(store.create_token(args.name, args.role))
@@ -371,7 +386,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             for row in store.tokens():
                 print(f"{row.name}\t{row.role}\t{row.created}")
         elif not store.revoke_token(args.name):
-            raise UsageError(f"no token named {args.name!r} in {args.data}")
+            raise UsageError(f"no token named {args.name!r} in {store.where}")
     finally:
         store.close()
     return EXIT_OK
@@ -671,7 +686,25 @@ def _parser() -> argparse.ArgumentParser:
         help="a folder whose scenarios and inventories exams may name by path (repeatable; none by default)",
     )
     p.add_argument("--monitor-key", metavar="FILE", help="the monitor's signing key (default: the user's)")
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="keep everything in PostgreSQL (postgresql://...), shared with `chaosrun worker`s (default: SQLite)",
+    )
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="one more monitor: run the environments of exams a `serve --db` keeps")
+    p.add_argument("--db", required=True, metavar="URL", help="the PostgreSQL database of the `chaosrun serve --db`")
+    p.add_argument("--audit", default="audit", metavar="DIR", help="this worker's audit logs, AUDIT/EXAM/ (./audit)")
+    p.add_argument("--name", metavar="NAME", help="unique in the fleet (default: HOST-PID)")
+    p.add_argument("--parallel", type=int, default=20, metavar="N", help="environments at once (20)")
+    p.add_argument(
+        "--lease", default="30s", metavar="DURATION", help="a claim not renewed for this long is taken over (30s)"
+    )
+    p.add_argument(
+        "--key", metavar="PATH", help="the Ed25519 key that signs this worker's logs (default: the monitor's own)"
+    )
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("token", help="the access tokens of a `chaosrun serve`")
     token = p.add_subparsers(dest="token_action", required=True, metavar="ACTION")
@@ -679,11 +712,14 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("name", metavar="NAME")
     q.add_argument("--role", choices=("operator", "proctor"), required=True, help="operators act, proctors read")
     q.add_argument("--data", default="chaosrun-data", metavar="DIR")
+    q.add_argument("--db", metavar="URL", help="the tokens of a `serve --db URL` (PostgreSQL)")
     q = token.add_parser("list", help="the tokens' names and roles")
     q.add_argument("--data", default="chaosrun-data", metavar="DIR")
+    q.add_argument("--db", metavar="URL", help="the tokens of a `serve --db URL` (PostgreSQL)")
     q = token.add_parser("revoke", help="remove NAME's token")
     q.add_argument("name", metavar="NAME")
     q.add_argument("--data", default="chaosrun-data", metavar="DIR")
+    q.add_argument("--db", metavar="URL", help="the tokens of a `serve --db URL` (PostgreSQL)")
     p.set_defaults(func=cmd_token)
     add_globals(parser, suppress=False)
     return parser

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from e2e_support import Exam, listening_ports
+from postgres_support import pg_url, postgres  # noqa: F401  (fixtures: a throwaway PostgreSQL)
 
 from chaosrun.testing import LocalSshd
 

@@ -18,9 +18,9 @@ import httpx
 from e2e_support import free_port
 
 
-def token(data: Path, name: str, role: str) -> str:
+def token(data: Path, name: str, role: str, *extra: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "chaosrun", "token", "create", name, "--role", role, "--data", str(data)],
+        [sys.executable, "-m", "chaosrun", "token", "create", name, "--role", role, "--data", str(data), *extra],
         capture_output=True,
         text=True,
         check=True,
@@ -122,11 +122,13 @@ class Server:
         raise AssertionError(f"the stream ended before {until}: {out[-3:]}")
 
 
-def serving(tmp_path: Path, *extra: str) -> Iterator[Server]:
+def serving(tmp_path: Path, *extra: str, db: str | None = None) -> Iterator[Server]:
+    """A server for the test (``db``: with ``--db``, its tokens in that database)."""
     server = Server(tmp_path / "data", dict(os.environ))
-    server.operator = token(server.data, "olga", "operator")
-    server.proctor = token(server.data, "pete", "proctor")
-    server.start(*extra)
+    in_db = ("--db", db) if db else ()
+    server.operator = token(server.data, "olga", "operator", *in_db)
+    server.proctor = token(server.data, "pete", "proctor", *in_db)
+    server.start(*extra, *in_db)
     try:
         yield server
     finally:

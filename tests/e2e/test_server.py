@@ -219,11 +219,13 @@ def test_a_stop_ends_the_run_as_ctrl_c_does_and_seals_its_log(server: Server, ex
 
 
 def _wait_for_step(http: httpx.Client, exam: str, step: str, timeout: float = 60) -> None:
-    """Until cand-001's ``step`` has started (its events, as the detail view shows them)."""
+    """Until ``step`` has started in every environment (their events, as the detail view
+    shows them): a stop before that would find some still waiting, not interrupted."""
     deadline = time.monotonic() + timeout
-    while not any(
-        e["type"] == "step_started" and e["step"] == step
-        for e in http.get(f"/v1/exams/{exam}/environments/cand-001").json()["events"]
-    ):
-        assert time.monotonic() < deadline, f"{step} never started"
-        time.sleep(0.1)
+    for env in ENVS:
+        while not any(
+            e["type"] == "step_started" and e["step"] == step
+            for e in http.get(f"/v1/exams/{exam}/environments/{env}").json()["events"]
+        ):
+            assert time.monotonic() < deadline, f"{step} never started in {env}"
+            time.sleep(0.1)

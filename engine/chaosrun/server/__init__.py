@@ -3,22 +3,26 @@
 Starlette (routing, static files, request and response types) served by Hypercorn's trio
 worker: the engine is trio, so the server is too, and neither the HTTP protocol nor the
 event stream (sse-starlette) is code of ours. :mod:`.service` runs the operations,
-:mod:`.store` keeps everything in SQLite under ``--data``, :mod:`.app` is the HTTP API,
-:mod:`.openapi` its description, ``static/`` the proctor page.
+:mod:`.store` keeps everything in SQLite under ``--data`` (or in PostgreSQL with ``--db``:
+:mod:`.pg`, shared with ``chaosrun worker`` processes, :mod:`.worker`), :mod:`.app` is the
+HTTP API, :mod:`.openapi` its description, ``static/`` the proctor page.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from ..errors import UsageError
-from .store import Store
+from .db import open_store
 
 __all__ = ["parse_listen", "serve"]
 
@@ -48,8 +52,13 @@ def serve(
     key: Path | None = None,
     files: tuple[Path, ...] = (),
     monitor_key: Path | None = None,
+    db: str | None = None,
 ) -> int:
-    """Serve until SIGINT or SIGTERM; running operations are stopped and waited for."""
+    """Serve until SIGINT or SIGTERM; running operations are stopped and waited for.
+
+    With ``db`` (a PostgreSQL URL) the exams live there, runs and verifies go to the
+    ``chaosrun worker`` processes attached to it, and this server is a worker too while no
+    other one is attached (what it holds when it stops is given back)."""
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
@@ -69,8 +78,21 @@ def serve(
             "cross the network in clear text (give --cert and --key)",
             file=sys.stderr,
         )
-    store = Store(data)
+    store = open_store(data, db)
     service = Service(store, files=files, key_path=monitor_key)
+    own_worker = None
+    if service.dispatching:
+        from .pg import PostgresStore
+        from .worker import Worker
+
+        assert isinstance(store, PostgresStore)
+        own_worker = Worker(
+            store,
+            name=f"serve-{socket.gethostname()}-{os.getpid()}",
+            audit=lambda exam_id: data / "exams" / exam_id / "audit",
+            key_path=monitor_key,
+            alone_only=True,
+        )
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
@@ -96,6 +118,10 @@ def serve(
         async with trio.open_nursery() as nursery:
             await nursery.start(service.serve)
             nursery.start_soon(on_signals)
+            worker_thread = None
+            if own_worker is not None:
+                worker_thread = threading.Thread(target=own_worker.run, name="the server's own worker", daemon=True)
+                worker_thread.start()
             app: Any = make_app(service)  # an ASGI app; hypercorn's type names its own protocol types
             bound = await nursery.start(
                 lambda task_status: hypercorn_serve(
@@ -103,13 +129,16 @@ def serve(
                 )
             )
             print(
-                f"chaosrun: serving {scheme}://{bound[0].split('://', 1)[-1]} (data in {data})",
+                f"chaosrun: serving {scheme}://{bound[0].split('://', 1)[-1]} (data in {data}"
+                + (f", database {store.where})" if db else ")"),
                 file=sys.stderr,
                 flush=True,
             )
             await stopping.wait()
-            while service.running:  # their threads end their steps and seal their audit logs
-                await trio.sleep(0.1)
+            if own_worker is not None:
+                own_worker.stop()
+            while service.running or (worker_thread is not None and worker_thread.is_alive()):
+                await trio.sleep(0.1)  # their threads end their steps and seal their audit logs
             nursery.cancel_scope.cancel()
 
     try:

@@ -27,7 +27,7 @@ from ..errors import ChaosrunError
 from ..reports import report_as_csv, report_as_junit
 from .openapi import document
 from .service import KINDS, Busy, Invalid, NotFound, Service
-from .store import TokenRow
+from .store import StoreError, TokenRow
 
 __all__ = ["make_app"]
 
@@ -64,9 +64,8 @@ def make_app(service: Service) -> Starlette:
 
     def guarded(endpoint: Callable[[Request, TokenRow], Awaitable[Response]], *, acts: bool = False) -> Endpoint:
         async def wrapped(request: Request) -> Response:
-            user = who(request, acts=acts)
             try:
-                return await endpoint(request, user)
+                return await endpoint(request, who(request, acts=acts))
             except ScenarioErrors as exc:
                 errors = [_lint_error(e.as_dict(), store.data / "exams") for e in exc.errors]
                 return _error(422, f"{len(errors)} error(s) in the scenario or inventory", errors=errors)
@@ -76,6 +75,8 @@ def make_app(service: Service) -> Starlette:
                 return _error(409, str(exc))
             except Invalid as exc:
                 return _error(422, str(exc))
+            except StoreError as exc:  # PostgreSQL (--db) restarting, the network to it down
+                return _error(503, str(exc))
             except ChaosrunError as exc:
                 return _error(422, str(exc))
 
@@ -180,12 +181,12 @@ def make_app(service: Service) -> Starlette:
 
     async def room(request: Request, user: TokenRow) -> Response:
         row = service.exam(request.path_params["exam"])
-        return JSONResponse({"exam": service.exam_json(row), **service.rooms[row.id].as_json()})
+        return JSONResponse({"exam": service.exam_json(row), **service.room(row.id).as_json()})
 
     async def environment(request: Request, user: TokenRow) -> Response:
         row = service.exam(request.path_params["exam"])
         name = request.path_params["env"]
-        the_room = service.rooms[row.id]
+        the_room = service.room(row.id)
         if name not in the_room.rows:
             raise NotFound(f"exam {row.id} has no environment {name}")
         steps: list[Any] = []

@@ -21,6 +21,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 _NULL_STR = {"type": ["string", "null"]}
 _ERRORS = {
     "401": {"$ref": "#/components/responses/Unauthorized"},
+    "503": {"$ref": "#/components/responses/Unavailable"},
 }
 _NOT_FOUND = {"404": {"$ref": "#/components/responses/NotFound"}}
 _ACTS = {"403": {"$ref": "#/components/responses/Forbidden"}}
@@ -67,7 +68,10 @@ SCHEMAS: dict[str, Any] = {
             "params": {"type": "object"},
             "started": {"type": "string", "format": "date-time"},
             "ended": {"type": ["string", "null"]},
-            "audit": {"type": ["string", "null"], "description": "its audit log (the first, for a watch)"},
+            "audit": {
+                "type": ["string", "null"],
+                "description": "its audit log (the first, for a watch); null with --db: the workers' logs are theirs",
+            },
             "ok": {"type": ["boolean", "null"]},
             "error": _NULL_STR,
         },
@@ -433,6 +437,7 @@ def document() -> dict[str, Any]:
                 "NotFound": error("no such exam, operation, environment or log"),
                 "Busy": error("another operation is running on the exam"),
                 "Invalid": error("a bad body or parameter; a scenario's lint errors, each with its line and column"),
+                "Unavailable": error("the database (--db) cannot be reached just now; try again"),
             },
         },
     }

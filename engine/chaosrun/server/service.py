@@ -6,11 +6,18 @@ One operation per exam at a time (a second is refused: 409). The engine runs in 
 thread (its own trio loop, as ``chaosrun run`` does); its events come back to the server's
 loop through the loop's token. When the server stops, the running operations are stopped
 the way Ctrl-C stops a run (steps under way end, audit logs are sealed) and waited for.
+
+With a store that dispatches (``--db postgresql://...``), a run or a verify is not run
+here: it becomes one work row per environment for ``chaosrun worker`` processes
+(:mod:`.worker`), whose events land in the database. The server then follows the
+database: every event it sends on, its own included, is read back from there in ``seq``
+order (:meth:`Service._catch_up`), polling the exams' newest ``seq`` five times a second.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import shutil
 import sys
@@ -28,8 +35,10 @@ from .._source import ScenarioErrors
 from ..errors import ChaosrunError
 from ..plan import build_plan
 from ..scenario import Section, parse_duration
+from ..session import new_seed
+from .pg import PostgresStore
 from .room import Room
-from .store import ExamRow, Operation, Store, now
+from .store import ExamRow, ExamTexts, Operation, Store, StoreError, now
 
 __all__ = ["Busy", "Invalid", "NotFound", "Service"]
 
@@ -95,6 +104,12 @@ class Service:
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._lock = threading.Lock()
+        self._published: dict[str, int] = {}  # exam -> the newest seq sent on (a store that dispatches)
+
+    @property
+    def dispatching(self) -> bool:
+        """Runs and verifies go to ``chaosrun worker`` processes through the database."""
+        return isinstance(self.store, PostgresStore)
 
     # -- life
 
@@ -108,13 +123,33 @@ class Service:
             room = self.rooms[exam.id] = Room()
             for event in self.store.iter_events(exam.id):
                 room.apply(event)
+            self._published[exam.id] = room.seq
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self.dispatching:
+                    nursery.start_soon(self._follow)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
             self._nursery = None
+
+    async def _follow(self, every: float = 0.2) -> None:
+        """Send on what the workers write: poll each exam's newest seq (one small table)."""
+        failing = False
+        while True:
+            await trio.sleep(every)
+            try:
+                heads = self.store.event_heads()
+                for exam_id, seq in heads.items():
+                    if seq > self._published.get(exam_id, 0):
+                        self._catch_up(exam_id)
+            except StoreError as exc:
+                if not failing:
+                    print(f"chaosrun: {exc}; trying again", file=sys.stderr)
+                failing = True
+                continue
+            failing = False
 
     def stop_all(self) -> None:
         for running in list(self.running.values()):
@@ -153,7 +188,10 @@ class Service:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         row = ExamRow(exam_id, exam.scenario.name, now(), folder, scenario_file, inventory_file, len(plan.environments))
-        self.store.add_exam(row)
+        texts = ExamTexts(
+            Path(scenario_file).read_text(), Path(inventory_file).read_text() if inventory_file is not None else None
+        )
+        self.store.add_exam(row, texts)
         self.rooms[exam_id] = Room()
         steps = api.plan_steps(plan, Section.STEPS) + api.plan_steps(plan, Section.VERIFY)
         self.emit(
@@ -175,6 +213,12 @@ class Service:
         if (row := self.store.exam(exam_id)) is None:
             raise NotFound(f"no exam {exam_id}")
         return row
+
+    def room(self, exam_id: str) -> Room:
+        """The exam's room, with what the workers wrote until now (a store that dispatches)."""
+        if self.dispatching:
+            self._catch_up(exam_id)
+        return self.rooms.setdefault(exam_id, Room())
 
     def exam_json(self, row: ExamRow) -> dict[str, Any]:
         ops = self.store.operations(row.id)
@@ -201,6 +245,15 @@ class Service:
         """Start ``kind`` on the exam. Raises NotFound, Busy, Invalid (a bad parameter)."""
         row = self.exam(exam_id)
         how = _checked(kind, params)
+        if self.dispatching:
+            if kind in ("run", "verify"):
+                return self._dispatch(row, kind, params, how, by)
+            if kind == "restore":
+                raise Invalid(
+                    "restore with --db: the run's audit logs are on the workers' machines; "
+                    "restore there (chaosrun restore --from LOG), see docs/scale.md"
+                )
+            self._not_busy(exam_id)
         if kind == "run" and how.pop("resume", False):
             how["resume"] = self._interrupted_run(exam_id)
         with self._lock:
@@ -215,6 +268,90 @@ class Service:
         self._nursery.start_soon(self._run, row, running, how)
         return op
 
+    def _not_busy(self, exam_id: str) -> None:
+        """Busy when an operation of the exam runs (here, or on the workers)."""
+        if (busy := self.running.get(exam_id)) is not None:
+            raise Busy(f"{busy.op.kind} {busy.op.id} is running on exam {exam_id}; stop it or wait")
+        ops = self.store.operations(exam_id)
+        if ops and ops[-1].state == "running":
+            raise Busy(f"{ops[-1].kind} {ops[-1].id} is running on exam {exam_id}; stop it or wait")
+
+    def _dispatch(self, row: ExamRow, kind: str, params: dict[str, Any], how: dict[str, Any], by: str) -> Operation:
+        """A run or verify as work for the workers: one work row per environment."""
+        assert isinstance(self.store, PostgresStore)
+        section = Section.STEPS if kind == "run" else Section.VERIFY
+        resumes = self._interrupted_dispatch(row.id) if how.pop("resume", False) else None
+        exam = self.load(row)  # lints here: a scenario that no longer lints is refused at once
+        seed = how.get("seed")
+        if resumes is not None:
+            job = self.store.job_of(resumes)
+            assert job is not None
+            if seed is not None and seed != int(job["seed"]):
+                raise Invalid(f"seed {seed}: run {resumes} ran with seed {job['seed']}, which resume keeps")
+            seed = int(job["seed"])
+        if seed is None and how.get("limit"):
+            seed = self._past_seed(row.id)
+        plan = build_plan(exam.scenario, seed=seed if seed is not None else new_seed(), inventory=exam.inventory)
+        names = [e.name for e in plan.environments]
+        if how.get("limit"):
+            from ..limit import select
+
+            names = select(names, self._db_sets(row.id, how["limit"]), row.folder / "audit")
+            chosen = set(names)
+            plan = dataclasses.replace(plan, environments=tuple(e for e in plan.environments if e.name in chosen))
+        with self._lock:
+            self._not_busy(row.id)
+            op = Operation("op-" + secrets.token_hex(6), row.id, kind, "running", {**params, "by": by}, now(),
+                           None, None, None, None)  # fmt: skip
+            started = {"type": "operation_started", "operation": op.id, "kind": kind, "params": op.params}
+            steps = api.plan_steps(plan, section)
+            run = {"type": "run_started", "operation": op.id, "section": section.value, "audit": None,
+                   "environments": names, "steps": steps}  # fmt: skip
+            self.store.dispatch(op, section=section.value, seed=plan.seed, strict=bool(how.get("strict")),
+                                environments=names, resumes=resumes, events=[started, run])  # fmt: skip
+        self._catch_up(row.id)
+        return op
+
+    def _interrupted_dispatch(self, exam_id: str) -> str:
+        assert isinstance(self.store, PostgresStore)
+        for op in reversed(self.store.operations(exam_id)):
+            if op.kind == "run":
+                if op.state in ("interrupted", "stopped") and self.store.job_of(op.id) is not None:
+                    return op.id
+                break
+        raise Invalid(f"exam {exam_id} has no interrupted run to resume (its newest run ended)")
+
+    def _graded(self, exam_id: str) -> dict[str, Any] | None:
+        """The report of the exam's newest run or verify that ended."""
+        for op in reversed(self.store.operations(exam_id)):
+            if op.kind in ("run", "verify") and op.state != "running":
+                return self.store.report(op.id)
+        return None
+
+    def _past_seed(self, exam_id: str) -> int | None:
+        report = self._graded(exam_id)
+        seed = report.get("seed") if report else None
+        return seed if isinstance(seed, int) else None
+
+    def _db_sets(self, exam_id: str, pattern: str) -> str:
+        """``pattern`` with ``@failed`` and ``@suspect`` as the names the database's newest
+        report gives them (the workers' audit logs are not here to read them from)."""
+        items = [i.strip() for i in pattern.split(",")]
+        if not any(i in ("@failed", "@suspect") for i in items):
+            return pattern
+        report = self._graded(exam_id) or {}
+        envs = report.get("environments") or []
+        sets = {
+            "@failed": [e["name"] for e in envs if e.get("ok") is not True],
+            "@suspect": [e["name"] for e in envs if e.get("integrity") == "suspect"],
+        }
+        out = [name for i in items for name in sets.get(i, [i])]
+        if not any(out):
+            from ..limit import LimitError
+
+            raise LimitError(f"--limit {pattern}: selects no environment (the past run has none of them)")
+        return ",".join(out)
+
     def _interrupted_run(self, exam_id: str) -> Path:
         for op in reversed(self.store.operations(exam_id)):
             if op.kind == "run":
@@ -224,6 +361,8 @@ class Service:
         raise Invalid(f"exam {exam_id} has no interrupted run to resume (its newest run ended)")
 
     def stop(self, exam_id: str, op_id: str) -> Operation:
+        if isinstance(self.store, PostgresStore) and self._stop_dispatched(exam_id, op_id):
+            return self.store.operation(op_id) or self.exam_op(exam_id, op_id)
         running = self.running.get(exam_id)
         if running is None or running.op.id != op_id:
             if (op := self.store.operation(op_id)) is None or op.exam != exam_id:
@@ -231,6 +370,20 @@ class Service:
             return op  # over already: nothing to stop
         running.stop()
         return running.op
+
+    def _stop_dispatched(self, exam_id: str, op_id: str) -> bool:
+        """Ask the workers to stop a dispatched operation; False when it is not one (or over)."""
+        assert isinstance(self.store, PostgresStore)
+        op = self.store.operation(op_id)
+        if op is None or op.exam != exam_id or op.state != "running" or not self.store.stop_job(op_id):
+            return False
+        self._catch_up(exam_id)
+        return True
+
+    def exam_op(self, exam_id: str, op_id: str) -> Operation:
+        if (op := self.store.operation(op_id)) is None or op.exam != exam_id:
+            raise NotFound(f"no operation {op_id} on exam {exam_id}")
+        return op
 
     async def _run(self, row: ExamRow, running: _Running, how: dict[str, Any]) -> None:
         op = running.op
@@ -280,13 +433,28 @@ class Service:
 
     def emit(self, exam_id: str, event: dict[str, Any]) -> None:
         """Store an event and send it on (from the server's loop)."""
-        self._publish(exam_id, self.store.append_event(exam_id, event))
+        stored = self.store.append_event(exam_id, event)
+        if self.dispatching:
+            self._catch_up(exam_id)
+        else:
+            self._publish(exam_id, stored)
 
     def emit_from_thread(self, exam_id: str, event: dict[str, Any]) -> None:
         stored = self.store.append_event(exam_id, event)
         if self._token is not None:
             with contextlib.suppress(trio.RunFinishedError):
-                self._token.run_sync_soon(self._publish, exam_id, stored)
+                if self.dispatching:
+                    self._token.run_sync_soon(self._catch_up, exam_id)
+                else:
+                    self._token.run_sync_soon(self._publish, exam_id, stored)
+
+    def _catch_up(self, exam_id: str) -> None:
+        """Send on the exam's events the database has and this server has not sent, in
+        ``seq`` order (from the server's loop): the workers' and its own alike."""
+        after = self._published.get(exam_id, 0)
+        for event in self.store.events(exam_id, after):
+            self._published[exam_id] = event["seq"]
+            self._publish(exam_id, event)
 
     def _publish(self, exam_id: str, event: dict[str, Any]) -> None:
         self.rooms.setdefault(exam_id, Room()).apply(event)
