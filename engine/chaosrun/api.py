@@ -143,15 +143,33 @@ def exam_from_text(
     key_path: Path | None = None,
 ) -> Exam:
     """An exam from the text of its files, written to ``folder`` as ``scenario.yaml`` and
-    ``inventory.yml`` (errors name those files). Raises ScenarioErrors like :func:`load_exam`."""
+    ``inventory.yml`` (``.csv`` or ``.ini`` when the text is one: :func:`inventory_name`;
+    errors name those files). Raises ScenarioErrors like :func:`load_exam`."""
     folder.mkdir(parents=True, exist_ok=True)
     scenario = folder / "scenario.yaml"
     scenario.write_text(scenario_text)
     inventory = None
     if inventory_text is not None:
-        inventory = folder / "inventory.yml"
+        inventory = folder / inventory_name(inventory_text)
         inventory.write_text(inventory_text)
     return load_exam(scenario, inventory, audit_dir=audit_dir or folder / "audit", key_path=key_path, note=_quiet)
+
+
+def inventory_name(text: str) -> str:
+    """The file name an inventory given as text is kept under, so that its format is
+    read as the operator wrote it: ``inventory.csv`` when its first line is the CSV
+    header (``env,...``), ``inventory.yml`` when it is a YAML mapping (chaosrun's own or
+    Ansible's YAML), else ``inventory.ini`` (Ansible INI)."""
+    from ._source import load_yaml
+
+    first = next((line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")), "")
+    if first.replace(" ", "").startswith("env,"):
+        return "inventory.csv"
+    try:
+        root = load_yaml(text, "inventory")
+    except ScenarioErrors:
+        return "inventory.ini"
+    return "inventory.yml" if isinstance(root.value, dict) else "inventory.ini"
 
 
 def _quiet(line: str) -> None:

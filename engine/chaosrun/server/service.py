@@ -175,7 +175,7 @@ class Service:
                     raise Invalid("give the scenario and inventory as text or as paths, not both")
                 exam = api.exam_from_text(scenario, inventory, folder, key_path=self.key_path)
                 scenario_file = str(folder / "scenario.yaml")
-                inventory_file = str(folder / "inventory.yml") if inventory is not None else None
+                inventory_file = exam.inventory.file if exam.inventory is not None else None
             elif scenario_path is not None:
                 scenario_file = str(self._readable(scenario_path))
                 inventory_file = str(self._readable(inventory_path)) if inventory_path is not None else None
