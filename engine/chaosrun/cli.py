@@ -371,6 +371,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         parallel=args.parallel,
         lease=_duration_arg("--lease", args.lease),
         key_path=_path(args, "key"),
+        transfer=args.transfer,
     )
 
 
@@ -703,6 +704,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--key", metavar="PATH", help="the Ed25519 key that signs this worker's logs (default: the monitor's own)"
+    )
+    p.add_argument(
+        "--transfer",
+        choices=("auto", "raw", "gzip"),
+        help="how this worker sends module binaries: its links are its own (default: the scenario's monitor.transfer)",
     )
     p.set_defaults(func=cmd_worker)
 

@@ -6,6 +6,7 @@ killed mid-run leaves: an interrupted run, resumed and then restored)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -94,7 +95,9 @@ def test_a_whole_exam_over_http(server: Server, exam: Exam) -> None:
         assert ex["state"] == "created" and ex["environments"] == 3 and ex["name"] == "room"
         assert created.headers["location"] == f"/v1/exams/{ex['id']}"
 
-        run = http.post(f"/v1/exams/{ex['id']}/run", json={})
+        bad = http.post(f"/v1/exams/{ex['id']}/run", json={"transfer": "zip"})
+        assert bad.status_code == 422 and "transfer must be one of auto, raw, gzip" in bad.json()["error"]
+        run = http.post(f"/v1/exams/{ex['id']}/run", json={"transfer": "gzip"})
         assert run.status_code == 202, run.text
         op = run.json()
         assert op["kind"] == "run" and op["state"] == "running" and op["params"]["by"] == "olga"
@@ -111,6 +114,8 @@ def test_a_whole_exam_over_http(server: Server, exam: Exam) -> None:
         assert all(e["status"] == "ok" for e in ended.values())
         done = server.wait(ex["id"], op["id"])
         assert done["state"] == "done" and done["ok"] is True and done["audit"].endswith(".jsonl")
+        deploys = [json.loads(line) for line in Path(done["audit"]).read_text().splitlines()]
+        assert {r["transfer"] for r in deploys if r["event"] == "deploy"} == {"gzip"}  # as the operator said
         assert all((exam.sandbox / env / "key").stat().st_mode & 0o777 == 0 for env in ENVS)
 
         # cand-001 repairs; verify grades everyone

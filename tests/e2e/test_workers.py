@@ -164,12 +164,14 @@ def test_two_workers_share_an_exam_and_run_each_environment_once(
     exam: Exam, pg_url: str, tmp_path: Path, workers: list[Worker]
 ) -> None:
     envs = [f"cand-{i}" for i in range(8)]
-    one = _start(workers, pg_url, tmp_path, "w1", "--parallel", "2")
+    one = _start(workers, pg_url, tmp_path, "w1", "--parallel", "2", "--transfer", "gzip")  # w1's link is slow
     two = _start(workers, pg_url, tmp_path, "w2", "--parallel", "2")
     _attached(pg_url, tmp_path, "w1", "w2")
     for server in _server(tmp_path, pg_url):
         with server.client() as http:
             ex = http.post("/v1/exams", json=_exam_text(exam, envs, pause=1)).json()
+            refused = http.post(f"/v1/exams/{ex['id']}/run", json={"transfer": "raw"})
+            assert refused.status_code == 422 and "its own --transfer" in refused.json()["error"]
             started = time.monotonic()
             op = http.post(f"/v1/exams/{ex['id']}/run", json={}).json()
             assert op["state"] == "running", op
@@ -181,6 +183,8 @@ def test_two_workers_share_an_exam_and_run_each_environment_once(
             assert done["state"] == "done" and done["ok"] is True, done
             assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
             assert _ended(events) == Counter({(env, step): 1 for env in envs for step in STEPS})
+            sent = {w.name: {r["transfer"] for r in w.records() if r.get("event") == "deploy"} for w in (one, two)}
+            assert sent == {"w1": {"gzip"}, "w2": {"raw"}}, sent  # each worker's own; loopback: auto is raw
             by = {e["worker"] for e in events if e["type"] in ("step_started", "step_ended", "env_ended")}
             assert by == {"w1", "w2"}, by  # the server ran none of it itself
             rows = {r["name"]: r for r in http.get(f"/v1/exams/{ex['id']}/room").json()["environments"]}

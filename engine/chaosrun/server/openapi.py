@@ -104,6 +104,10 @@ SCHEMAS: dict[str, Any] = {
             "resume": {"type": "boolean", "description": "run: go on with the newest interrupted run"},
             "interval": {"type": ["string", "number"], "description": "watch: 30s, 5m..."},
             "until": {"type": ["string", "number"], "description": "watch: 2h..."},
+            "transfer": {
+                "enum": ["auto", "raw", "gzip"],
+                "description": "run, verify, watch: how module binaries travel (--transfer); with --db a worker's own",
+            },
         },
     },
     "Cell": {

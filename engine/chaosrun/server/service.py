@@ -51,11 +51,13 @@ PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "seed": (int, "--seed: the one_of picks"),
         "strict": (bool, "--strict: stop an environment at its first failed step"),
         "resume": (bool, "--resume: go on with this exam's newest interrupted run"),
+        "transfer": (str, "--transfer auto|raw|gzip: how module binaries travel (with --db: each worker's own)"),
     },
     "verify": {
         "limit": (str, "--limit PATTERN"),
         "seed": (int, "--seed"),
         "strict": (bool, "--strict"),
+        "transfer": (str, "--transfer auto|raw|gzip: how module binaries travel (with --db: each worker's own)"),
     },
     "restore": {"limit": (str, "--limit PATTERN")},
     "watch": {
@@ -63,8 +65,13 @@ PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "interval": ((str, int, float), "--watch: seconds, or a duration such as 30s"),
         "until": ((str, int, float), "--until: seconds, or a duration such as 2h"),
         "strict": (bool, "--strict"),
+        "transfer": (str, "--transfer auto|raw|gzip: how module binaries travel (with --db: each worker's own)"),
     },
 }
+
+
+#: ``transfer``'s values (chaosrun.scenario.Transfer).
+TRANSFERS = ("auto", "raw", "gzip")
 
 
 class NotFound(ChaosrunError):
@@ -280,6 +287,8 @@ class Service:
         """A run or verify as work for the workers: one work row per environment."""
         assert isinstance(self.store, PostgresStore)
         section = Section.STEPS if kind == "run" else Section.VERIFY
+        if "transfer" in how:  # the link is each worker's: `chaosrun worker --transfer`
+            raise Invalid(f"{kind}: with --db each worker sends binaries as its own --transfer says")
         resumes = self._interrupted_dispatch(row.id) if how.pop("resume", False) else None
         exam = self.load(row)  # lints here: a scenario that no longer lints is refused at once
         seed = how.get("seed")
@@ -517,6 +526,8 @@ def _checked(kind: str, params: dict[str, Any]) -> dict[str, Any]:
         raise Invalid(f"{kind}: seed must be from 0 to 2**63-1")
     if "limit" in how and not how["limit"].strip():
         raise Invalid(f"{kind}: limit is empty")
+    if "transfer" in how and how["transfer"] not in TRANSFERS:
+        raise Invalid(f"{kind}: transfer must be one of {', '.join(TRANSFERS)}, not {how['transfer']!r}")
     return how
 
 

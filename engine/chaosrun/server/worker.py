@@ -44,7 +44,7 @@ from ..errors import ChaosrunError
 from ..plan import Plan, PlannedStep, build_plan
 from ..resume import INTERRUPTED_REASONS, Interrupted
 from ..run.model import EnvOutcome, RunOptions, StepOutcome
-from ..scenario import Section
+from ..scenario import Section, Transfer
 from .pg import Claim, PostgresStore
 from .store import StoreError
 
@@ -183,6 +183,8 @@ class Worker:
         lease: seconds a claim lasts without a heartbeat (one every third of it).
         key_path: the key that signs this worker's audit logs (None: the monitor's own).
         alone_only: claim only while no other worker is attached (the server's own worker).
+        transfer: how this worker sends module binaries (``--transfer``; None: the
+            scenario's ``monitor.transfer``): a property of this machine's links.
     """
 
     def __init__(
@@ -197,8 +199,10 @@ class Worker:
         alone_only: bool = False,
         poll: float = 0.5,
         note: Note = api.note_on_stderr,
+        transfer: Transfer | None = None,
     ) -> None:
         self.store = store
+        self.transfer = transfer
         self.name = name
         self.audit = audit
         self.parallel = max(1, parallel)
@@ -427,6 +431,7 @@ class Worker:
             run_id=batch.run_id,
             resume=resume,
             on_start=batch.started,
+            transfer=self.transfer,
         )
         if section is Section.VERIFY:
             options = dataclasses.replace(options, baseline=_baseline(exam))
@@ -493,7 +498,16 @@ def _baseline(exam: api.Exam) -> Any:
     return Baseline(op, postures, faults) if postures else None
 
 
-def run_worker(db: str, audit: Path, *, name: str | None, parallel: int, lease: float, key_path: Path | None) -> int:
+def run_worker(
+    db: str,
+    audit: Path,
+    *,
+    name: str | None,
+    parallel: int,
+    lease: float,
+    key_path: Path | None,
+    transfer: str | None = None,
+) -> int:
     """``chaosrun worker``: claim and run until SIGINT or SIGTERM.
 
     Raises:
@@ -516,7 +530,10 @@ def run_worker(db: str, audit: Path, *, name: str | None, parallel: int, lease: 
     if not isinstance(store, PostgresStore):
         store.close()
         raise UsageError("chaosrun worker --db wants a PostgreSQL URL (postgresql://...)")
-    worker = Worker(store, name=name or default_name(), audit=audit, parallel=parallel, lease=lease, key_path=key_path)
+    worker = Worker(
+        store, name=name or default_name(), audit=audit, parallel=parallel, lease=lease, key_path=key_path,
+        transfer=Transfer(transfer) if transfer else None,
+    )  # fmt: skip
 
     def on_signal(signum: int, frame: Any) -> None:
         api.note_on_stderr(f"worker {worker.name}: stopping: the steps under way end, the rest is given back")
