@@ -63,10 +63,11 @@ func TestCPUStressRunsANamedBusyProcessThatStopsByItself(t *testing.T) {
 	}
 	before := cpuTicks(t, pid)
 	time.Sleep(time.Second)
-	// An idle process uses none; a busy one gets a good share of a CPU even
-	// while other test packages load this machine.
-	if used := cpuTicks(t, pid) - before; used < 20 {
-		t.Errorf("used %d CPU ticks in 1s; want >= 20 (one busy worker)", used)
+	// An idle process uses none; a busy one gets a share of a CPU even while
+	// other test packages (or a whole test suite) load this machine: 16 of 100
+	// ticks were seen on 2 CPUs at a load average of 10.
+	if used := cpuTicks(t, pid) - before; used < 5 {
+		t.Errorf("used %d CPU ticks in 1s; want >= 5 (one busy worker, not an idle one)", used)
 	}
 	if !kittest.WaitGone(pid, 5*time.Second) {
 		t.Errorf("load process %d still runs 5s after a 3s duration", pid)
