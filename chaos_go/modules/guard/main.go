@@ -104,7 +104,7 @@ func (m machine) posture(paths, trees, lines, units, tools []string) map[string]
 		"selinux":   m.selinux(),
 		"sudoers":   m.digests("/etc/sudoers", "/etc/sudoers.d"),
 		"pam":       m.digests("", "/etc/pam.d"),
-		"listeners": m.listeners(),
+		"listeners": capped(m.listeners(), maxListeners),
 		"tools":     m.tools(tools),
 	}
 }
@@ -621,10 +621,16 @@ func (m machine) listeners() []listener {
 		}
 		return a.Address < b.Address
 	})
-	if len(out) > maxListeners {
-		out = out[:maxListeners]
-	}
 	return out
+}
+
+// capped keeps the first n listeners (sorted by protocol, port, address): a bounded
+// result however many a machine has.
+func capped(all []listener, n int) []listener {
+	if len(all) > n {
+		return all[:n]
+	}
+	return all
 }
 
 // owners fills in the process of each socket inode, from /proc/*/fd.

@@ -222,3 +222,12 @@ func TestToolsAreHashed(t *testing.T) {
 		t.Errorf("a missing tool: %v", tools["no-such-tool-here"])
 	}
 }
+
+func TestTheListenersReportedAreBounded(t *testing.T) {
+	if got := len(capped(make([]listener, maxListeners+100), maxListeners)); got != maxListeners {
+		t.Errorf("%d listeners kept; want %d", got, maxListeners)
+	}
+	if got := len(capped(make([]listener, 3), maxListeners)); got != 3 {
+		t.Errorf("%d listeners kept; want all 3", got)
+	}
+}
