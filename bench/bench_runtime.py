@@ -478,7 +478,7 @@ def main() -> int:
             remote_tmp = work / "remote-tmp"
             remote_tmp.mkdir()
             fx = Fixture(sshd, work, remote_tmp, binary.path, binary.sha256)
-            for envs, steps in workloads:
+            for envs, steps in {(1, 1), *workloads}:  # 1x1: the warm-up
                 fx.scenarios.setdefault(steps, work / f"bench-{steps}.yaml").write_text(scenario_text(steps))
                 fx.inventories.setdefault(envs, work / f"inventory-{envs}.json").write_text(inventory_text(fx, envs))
             info = versions(playbook)

@@ -164,9 +164,15 @@ async def one_env(args: argparse.Namespace, data: bytes) -> bool:
 
 async def main_async(args: argparse.Namespace) -> dict:
     data = Path(args.binary).read_bytes()
+    at_once = asyncio.Semaphore(args.parallel or args.envs)
+
+    async def env_in_turn() -> bool:
+        async with at_once:
+            return await one_env(args, data)
+
     cpu = time.process_time()
     started = time.perf_counter()
-    results = await asyncio.gather(*(one_env(args, data) for _ in range(args.envs)), return_exceptions=True)
+    results = await asyncio.gather(*(env_in_turn() for _ in range(args.envs)), return_exceptions=True)
     seconds = time.perf_counter() - started
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
     return {
@@ -190,6 +196,7 @@ def main() -> None:
     p.add_argument("--bind", default="127.0.0.1", help="address the callback listener binds, and the binary dials")
     p.add_argument("--envs", type=int, default=1)
     p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--parallel", type=int, default=0, help="environments at once (default: all)")
     p.add_argument(
         "--max-requests",
         type=int,
