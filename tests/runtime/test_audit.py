@@ -309,3 +309,18 @@ async def test_a_log_never_sealed_says_where_its_run_stopped(tmp_path: Path) -> 
     verdict = verify_file(log.path)
     assert "truncated record (no newline at end of file); run run-7, last record seq 6" in verdict.message
     assert "steps in flight: cand-2/fill, cand-2/kill, cand-3/fill;" in verdict.message  # its end was cut off
+
+
+async def test_the_runs_own_records_keep_every_environment_and_target_data_stays_bounded(tmp_path: Path) -> None:
+    key = load_or_create_key(tmp_path / "monitor_key")
+    room = [{"name": f"cand-{i:04d}", "steps": []} for i in range(1200)]
+    async with open_audit(tmp_path / "audit", "run-big", key=key) as log:
+        await log.record("run_start", plan={"environments": room})
+        await log.record("result", env="cand-0001", step="s", result={"lines": list(range(1200))})
+        await log.record("run_end", ok=True, environments={e["name"]: {"ok": True} for e in room})
+    records = [json.loads(line) for line in log.path.read_text().splitlines()]
+    start, result, end = (next(r for r in records if r["event"] == name) for name in ("run_start", "result", "run_end"))
+    assert len(start["plan"]["environments"]) == 1200  # restore and --limit read every one
+    assert len(end["environments"]) == 1200
+    assert len(result["result"]["lines"]) == 200  # what a target says stays bounded
+    assert verify_file(log.path).ok

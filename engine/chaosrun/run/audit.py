@@ -55,8 +55,9 @@ class LogError(ChaosrunError):
 _SCALARS = (bool, int, float)  # a tuple: isinstance checks it faster than a union
 
 
-def clean(value: Any, depth: int = 0) -> Any:
-    """JSON-safe copy of untrusted data with bounded size (strings, lists, depth)."""
+def clean(value: Any, depth: int = 0, items: int | None = MAX_ITEMS) -> Any:
+    """JSON-safe copy of untrusted data with bounded size (strings, lists, depth); with
+    ``items=None`` mappings and lists keep every item (the run's own records, below)."""
     if isinstance(value, str):
         return value if len(value) <= MAX_STRING else value[:MAX_STRING] + f"...[{len(value) - MAX_STRING} more chars]"
     if value is None or isinstance(value, _SCALARS):
@@ -64,10 +65,16 @@ def clean(value: Any, depth: int = 0) -> Any:
     if depth > 8:
         return "...[too deep]"
     if isinstance(value, Mapping):  # the first MAX_ITEMS, without copying the rest first
-        return {str(k)[:200]: clean(v, depth + 1) for k, v in islice(value.items(), MAX_ITEMS)}
+        return {str(k)[:200]: clean(v, depth + 1, items) for k, v in islice(value.items(), items)}
     if isinstance(value, list | tuple):
-        return [clean(v, depth + 1) for v in islice(value, MAX_ITEMS)]
-    return clean(str(value), depth)
+        return [clean(v, depth + 1, items) for v in islice(value, items)]
+    return clean(str(value), depth, items)
+
+
+#: Records whose mappings and lists hold one entry per environment (the plan of
+#: ``run_start``, the outcomes of ``run_end``): every entry is kept, however big the room
+#: (restore and ``--limit`` read them); strings and depth stay bounded.
+WHOLE_ROOM = frozenset({"run_start", "run_end"})
 
 
 def line_hash(line: bytes) -> str:
@@ -158,7 +165,7 @@ class AuditLog:
             "run": self.run_id,
             "event": event,
         }
-        record.update(clean(fields))
+        record.update(clean(fields, items=None if event in WHOLE_ROOM else MAX_ITEMS))
         record["prev"] = self._prev
         line = encode(record)
         self._prev = line_hash(line)
