@@ -10,7 +10,6 @@ HTTP API, :mod:`.openapi` its description, ``static/`` the proctor page.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ from typing import Any
 import trio
 
 from ..errors import UsageError
+from ..run.transfer import is_loopback
 from .db import open_store
 
 __all__ = ["parse_listen", "serve"]
@@ -33,15 +33,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise UsageError(f"--listen wants HOST:PORT, such as 127.0.0.1:8420, got {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(
@@ -72,7 +63,7 @@ def serve(
         if path is not None and not path.is_file():
             raise UsageError(f"{path}: no such file")
     scheme = "https" if cert else "http"
-    if not _loopback(host) and cert is None:
+    if not is_loopback(host) and cert is None:
         print(
             f"chaosrun: warning: serving {host}:{port} beyond this machine without TLS: tokens and grades "
             "cross the network in clear text (give --cert and --key)",
