@@ -24,6 +24,7 @@ from chaosrun.lab.network import Forward, allocate_addresses, check_forwards, fo
 from chaosrun.lab.recipe import CUSTOMIZE, PACKAGES, RECIPE, Recipe, recipe_id
 from chaosrun.lab.state import generate_key, known_hosts_line, load_state, save_state, write_inventory
 from chaosrun.lab.vm import VmFiles, console_tail, qemu_command
+from chaosrun.lab.warm import crash_line
 from chaosrun.lint import lint_scenario, load_scenario
 from chaosrun.plan import build_plan
 
@@ -332,6 +333,33 @@ def test_the_console_tail_is_one_line(tmp_path: Path) -> None:
     assert console_tail(tmp_path / "missing") == "(no console log)"
     (tmp_path / "empty").write_text("")
     assert console_tail(tmp_path / "empty") == "(the console stayed empty)"
+
+
+#: The console of a VM restored from the saved VM whose kernel crashed (CI, under load).
+RESTORED_AND_CRASHED = (
+    b"[   18.352651] random: crng reseeded due to virtual machine fork\r\n"
+    b"[   18.352651] BUG: unable to handle page fault for address: 0000557f1e302260\r\n"
+    b"[   18.352651] #PF: supervisor read access in kernel mode\r\n"
+    b"[   18.352651] CR2: 0000557f1e302260 CR3: 0000000005cb8000 CR4: 0000000000751ef0\r\n"
+    b"[   18.352651] PKRU: 55555554\r\n"
+    b"[   18.352651] note: kworker/0:1[17] exited with irqs disabled\r\n"
+)
+
+
+def test_a_crashed_kernel_is_found_in_the_console_and_a_slow_one_is_not(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_bytes(RESTORED_AND_CRASHED)
+    assert crash_line(log) == "[ 18.352651] BUG: unable to handle page fault for address: 0000557f1e302260"
+    log.write_bytes(b"[ 1.0] Kernel panic - not syncing: Fatal exception\n")
+    assert crash_line(log) == "[ 1.0] Kernel panic - not syncing: Fatal exception"
+    # a slow host, a clock that jumped: not a crash, so the restored VM is waited for
+    log.write_bytes(
+        b"[ 18.3] random: crng reseeded due to virtual machine fork\r\n"
+        b"[ 40.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [kworker/0:1:17]\r\n"
+        b"[ 41.0] rcu: INFO: rcu_preempt self-detected stall on CPU\r\n"
+    )
+    assert crash_line(log) == ""
+    assert crash_line(tmp_path / "missing") == ""
 
 
 # -- errors before anything starts ----------------------------------------------------------

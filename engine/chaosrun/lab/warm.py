@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -61,11 +62,22 @@ WARM_FORMAT = 1
 WARM_COMMENT = "chaosrun-lab-saved-vm"
 SAVE_TIMEOUT = 120.0  # seconds for qemu to write the memory file
 QMP_TIMEOUT = 10.0
+#: A restored VM answers SSH in 5-9 s under TCG; one that has not in this long is taken for
+#: a restore gone wrong (the lab then boots cold), not for a slow machine.
+RESTORE_TIMEOUT = 120.0
+#: What a guest kernel prints when it crashed (an oops, a panic): a restored VM that prints
+#: one of these is not waited for. Warnings, soft lockups and RCU stalls (a slow host, a clock
+#: that jumped) are not here.
+_CRASHED = re.compile(
+    rb"Kernel panic|\bOops\b|BUG: unable to handle|BUG: kernel NULL pointer|general protection fault"
+    rb"|invalid opcode: |exited with irqs disabled"
+)
 
 
 class RestoreError(VmBootError):
-    """A VM restored from the saved VM did not come up (qemu exited, or the login that makes
-    it its own machine failed). ``lab up`` then forgets the saved VM and boots cold."""
+    """A VM restored from the saved VM did not come up (qemu exited, its kernel crashed, it
+    sent no SSH banner within ``RESTORE_TIMEOUT``, or the login that makes it its own machine
+    failed). ``lab up`` then forgets the saved VM and boots cold."""
 
 
 @dataclass(frozen=True)
@@ -345,6 +357,21 @@ def forget_warm(warm: Warm) -> None:
     shutil.rmtree(warm.dir, ignore_errors=True)
 
 
+def crash_line(console: Path) -> str:
+    """The first line of a VM's console log that says its kernel crashed (an oops, a panic),
+    on one line; "" when there is none (or no log yet)."""
+    try:
+        text = console.read_bytes()
+    except OSError:
+        return ""
+    found = _CRASHED.search(text)
+    if found is None:
+        return ""
+    start = max(text.rfind(b"\n", 0, found.start()), text.rfind(b"\r", 0, found.start())) + 1
+    end = min((i for i in (text.find(b"\n", found.end()), text.find(b"\r", found.end())) if i >= 0), default=len(text))
+    return " ".join(text[start:end].decode("utf-8", "replace").split())
+
+
 def personalize_command(warm: Warm, now: float) -> str:
     """The shell run in a just-restored VM (as root, with the saved VM's key) that makes it
     the lab's own machine: the fw_cfg driver reloaded and the keys unit again (this VM's
@@ -367,14 +394,15 @@ def make_own(state: LabState, warm: Warm, ssh: str, timeout: float, started: flo
     lab's own machine (``personalize_command``), all VMs at once.
 
     Raises:
-        RestoreError: a VM's qemu exited, or the login or the command failed.
-        VmBootError: a VM sent no SSH banner within ``timeout`` seconds.
+        RestoreError: a VM's qemu exited, its kernel crashed, it sent no SSH banner within
+            ``RESTORE_TIMEOUT`` seconds (or ``timeout``, when shorter), or the login or the
+            command failed.
     """
     known = Path(state.dir) / "saved_known_hosts"
     known.write_text("".join(known_hosts_line(vm.address, vm.ssh_port, warm.host_public) + "\n" for vm in state.vms))
     pending = {vm.name: vm for vm in state.vms}
     running: dict[str, subprocess.Popen[bytes]] = {}
-    deadline = started + timeout
+    deadline = started + min(timeout, RESTORE_TIMEOUT)
     try:
         while pending:
             for name, vm in list(pending.items()):
@@ -383,6 +411,9 @@ def make_own(state: LabState, warm: Warm, ssh: str, timeout: float, started: flo
                     raise RestoreError(
                         f"{where}: qemu exited while restoring the saved VM; console: {console_tail(Path(vm.console))}"
                     )
+                crash = crash_line(Path(vm.console))
+                if crash:
+                    raise RestoreError(f"{where}: the guest kernel crashed after the restore: {crash}")
                 login = running.get(name)
                 if login is None:
                     if ssh_banner(vm.address, vm.ssh_port, timeout=1.0):
@@ -411,9 +442,9 @@ def make_own(state: LabState, warm: Warm, ssh: str, timeout: float, started: flo
                 del pending[name]
             if pending and time.monotonic() > deadline:
                 late = next(iter(pending.values()))
-                raise VmBootError(
+                raise RestoreError(
                     f"VM {late.env}/{late.role} ({late.address}:{late.ssh_port}) restored from the saved VM "
-                    f"did not answer SSH within {timeout:g} s; "
+                    f"did not answer SSH within {min(timeout, RESTORE_TIMEOUT):g} s; "
                     f"console ({late.console}): {console_tail(Path(late.console))}"
                 )
             time.sleep(0.1)
