@@ -10,7 +10,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._source import ScenarioError, ScenarioErrors, Span
+    from ._spans import ScenarioError, ScenarioErrors, Span
     from .inventory import Inventory, load_inventory
     from .lint import load_scenario
     from .plan import Plan, build_plan
@@ -34,9 +34,9 @@ __all__ = [
 __version__ = "0.1.0"
 
 _WHERE = {
-    "ScenarioError": "._source",
-    "ScenarioErrors": "._source",
-    "Span": "._source",
+    "ScenarioError": "._spans",
+    "ScenarioErrors": "._spans",
+    "Span": "._spans",
     "Inventory": ".inventory",
     "load_inventory": ".inventory",
     "load_scenario": ".lint",

@@ -18,7 +18,7 @@ import referencing
 from referencing.jsonschema import DRAFT202012
 
 from ._resources import data_dir
-from ._source import Node, ScenarioError, Span
+from ._spans import Node, ScenarioError, Span
 
 _TYPE_NAMES = {
     dict: "mapping",

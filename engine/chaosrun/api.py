@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._source import ScenarioErrors
+from ._spans import ScenarioErrors
 from .errors import UsageError
-from .inventory import Inventory, load_inventory
-from .lint import lint_scenario, load_scenario, scenario_warnings
+from .inventory_model import Inventory
+from .linted import load_inventory_cached, load_scenario_cached
 from .plan import Plan, PlannedStep, build_plan
 from .scenario import Scenario, Section, Transfer
 from .session import new_seed
@@ -105,33 +105,13 @@ def load_exam(
         ScenarioErrors: every error of either file, each with its file, line and column.
         UsageError: an assignment names no variable of the scenario.
     """
-    loaded = load_scenario(str(scenario))
-    for warning in scenario_warnings(loaded):
+    loaded, warnings = load_scenario_cached(str(scenario), assignments)
+    for warning in warnings:
         note(str(warning))
-    if assignments:
-        loaded = with_vars(loaded, assignments)
-        if errors := lint_scenario(loaded):  # the new values must still fit the modules
-            raise ScenarioErrors(errors)
-    inv = load_inventory(str(inventory), env_per=env_per) if inventory is not None else None
+    inv = load_inventory_cached(str(inventory), env_per=env_per) if inventory is not None else None
     for warning in inv.warnings if inv is not None else ():
         note(str(warning))
     return Exam(loaded, inv, Path(audit_dir), Path(key_path) if key_path else None)
-
-
-def with_vars(scenario: Scenario, assignments: Sequence[str]) -> Scenario:
-    """The scenario with ``--var NAME=VALUE`` applied (VALUE read as a YAML scalar)."""
-    import yaml
-
-    values = dict(scenario.vars)
-    for item in assignments:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--var wants NAME=VALUE, got {item!r}")
-        if name not in values:
-            known = ", ".join(sorted(values)) or "none"
-            raise UsageError(f"--var {name}: the scenario has no variable {name!r} (it has: {known})")
-        values[name] = yaml.safe_load(text) if text else ""
-    return dataclasses.replace(scenario, vars=values)
 
 
 def exam_from_text(

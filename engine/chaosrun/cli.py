@@ -30,7 +30,7 @@ from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTRUSTED, EXIT
 from .session import new_seed, run_section
 
 if TYPE_CHECKING:
-    from ._source import ScenarioError
+    from ._spans import ScenarioError
     from .api import Exam
     from .build import Builder
     from .scenario import Scenario, Section
@@ -91,7 +91,7 @@ def is_inventory_text(text: str, file: str) -> bool:
 def lint_files(paths: Sequence[str], warnings: list[ScenarioError] | None = None) -> list[ScenarioError]:
     """Every error in every file, sorted by file then position; the warnings of the
     scenarios without errors go to ``warnings`` when it is given."""
-    from ._source import ScenarioErrors
+    from ._spans import ScenarioErrors
     from .inventory import parse_inventory
     from .lint import check_scenario_text, scenario_warnings
     from .parse import read_source
@@ -775,7 +775,7 @@ def _call(args: argparse.Namespace) -> int:
 
 def _print_error(exc: ChaosrunError) -> None:
     """One line on stderr, ``chaosrun: <message>``; scenario errors as lint prints them."""
-    from ._source import ScenarioError, ScenarioErrors
+    from ._spans import ScenarioError, ScenarioErrors
 
     _log.LOG.error("%s", exc, extra=_log.FILE_ONLY)
     if isinstance(exc, ScenarioErrors):

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _schema
-from ._source import MAX_YAML_BYTES, Node, ScenarioError, ScenarioErrors, Span, load_yaml
+from ._source import MAX_YAML_BYTES, load_yaml
+from ._spans import Node, ScenarioError, ScenarioErrors, Span
 from .inventory_ansible import parse_yaml_inventory
 from .inventory_csv import parse_csv_inventory
 from .inventory_ini import parse_ini_inventory

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._source import Node, ScenarioError, Span
+from ._spans import Node, ScenarioError, Span
 from .inventory_model import (
     ENV_NAME,
     ENV_NAME_RULE,

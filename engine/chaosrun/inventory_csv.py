@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ._source import ScenarioError, Span
+from ._spans import ScenarioError, Span
 from .inventory_model import (
     ENV_NAME,
     ENV_NAME_RULE,

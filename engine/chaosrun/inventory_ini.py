@@ -11,7 +11,7 @@ import ast
 import re
 from typing import Any
 
-from ._source import ScenarioError, Span
+from ._spans import ScenarioError, Span
 from .inventory_ansible import SPECIAL_GROUPS, VAR_NAME, Builder, Var
 from .inventory_model import Inventory, InventoryFormat
 

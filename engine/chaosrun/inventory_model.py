@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._source import ScenarioError, Span
+from ._spans import ScenarioError, Span
 from .scenario import TargetSpec
 
 #: ``--env-per``: an environment per Ansible host (the default) or per Ansible group.

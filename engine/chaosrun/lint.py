@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _schema
-from ._source import ScenarioError, ScenarioErrors, Span, gc_paused
+from ._source import gc_paused
+from ._spans import ScenarioError, ScenarioErrors, Span
 from .expr import EvalError, Expr, NameRef, Template, has_interpolation, iter_leaves, iter_templates, render_static
 from .modules import ModuleDecl, ModuleKind, catalogue, duration_in
 from .parse import parse_scenario, read_source

@@ -19,13 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-
-from . import _schema
 from ._resources import data_dir
 from .scenario import Origin, parse_duration
+
+if TYPE_CHECKING:
+    import jsonschema
 
 MONITOR_PROBES = "monitor_probes"  # the folder of schemas/ holding monitor-only declarations
 #: What every probe run ``from: monitor`` has in common (``chaosrun modules`` and docs/modules.md).
@@ -176,6 +176,8 @@ class ModuleDecl:
 
 @cache
 def _validator(path: Path) -> jsonschema.Draft202012Validator:
+    from . import _schema  # JSON Schema: for lint, not for a run of a linted scenario
+
     return _schema.compile_validator(_read(path))
 
 

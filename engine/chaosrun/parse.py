@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _schema
-from ._source import MAX_YAML_BYTES, Node, ScenarioError, ScenarioErrors, Span, load_yaml
+from ._source import MAX_YAML_BYTES, load_yaml
+from ._spans import Node, ScenarioError, ScenarioErrors, Span
 from .expr import Expr, ExprError, Template, compile_expr, compile_template, has_interpolation
 from .scenario import (
     DEFAULT_CALLBACK_TIMEOUT,

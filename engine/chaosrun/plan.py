@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._source import ScenarioError, ScenarioErrors, Span
+from ._spans import ScenarioError, ScenarioErrors, Span
 from .expr import And, EvalError, Expr, NameRef, Template, iter_templates, map_templates
-from .inventory import Environment, Inventory, absolute
+from .inventory_model import Environment, Inventory, absolute
 from .scenario import (
     Origin,
     Scenario,

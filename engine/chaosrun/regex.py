@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 from typing import Any, Protocol, cast
 
-import re2
-
 #: What a message about a refused pattern adds.
 RE2_HINT = "patterns are RE2 (Go's regexp): no look-arounds or back-references; \\z, not \\Z"
 
@@ -27,6 +25,8 @@ class RegexError(ValueError):
 
 @functools.cache
 def _options() -> Any:
+    import re2  # loaded with the first pattern: a run whose scenario has none does not pay for it
+
     options = re2.Options()
     options.log_errors = False  # RE2 would print each error on stderr besides raising it
     return options
@@ -39,6 +39,8 @@ def compile_re2(pattern: str) -> Pattern:
     Raises:
         RegexError: RE2 refuses it.
     """
+    import re2
+
     try:
         return cast(Pattern, re2.compile(pattern, _options()))
     except re2.error as exc:

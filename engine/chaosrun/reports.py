@@ -4,10 +4,8 @@ author's CI), both made from the same report as ``--format json``."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,6 +81,8 @@ def report_as_csv(report: Mapping[str, Any]) -> str:
     spaces, ``shortcuts`` their kinds likewise (the environment's, on each of its rows). An
     environment without steps (it never connected) still has a row."""
     out = io.StringIO()
+    import csv
+
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for env in report["environments"]:
@@ -111,6 +111,8 @@ def report_as_junit(report: Mapping[str, Any]) -> str:
     """A ``<testsuites>`` with a suite per environment and a case per step: ``failed`` and
     ``timeout`` are failures (with the reason), ``skipped`` is skipped; an environment
     whose integrity is suspect carries it as a property and in its suite's system-out."""
+    import xml.etree.ElementTree as ET
+
     root = ET.Element("testsuites", name=f"chaosrun {report.get('section', '')} {report.get('run', '')}".strip())
     total = failures = skipped = 0
     for env in report["environments"]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._source import Node, Span
+from ._spans import Node, Span
 
 if TYPE_CHECKING:
     from .expr import Expr

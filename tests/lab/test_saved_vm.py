@@ -94,7 +94,10 @@ def test_two_vms_restored_from_the_saved_vm_are_each_a_machine_of_their_own(lab_
         assert seen[0][0] != seen[1][0] and seen[0][1] != seen[1][1]
         print(f"lab up --envs 2 from the saved VM: {seconds:.1f} s")
     finally:
-        chaosrun("lab", "down", "-i", str(inventory), cwd=tmp_path)
+        down = chaosrun("lab", "down", "-i", str(inventory), cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
+    assert down.stderr.count("lab: stopped") == 2, down.stderr
+    assert not _qemu_pids_naming(tmp_path)  # no VM outlives its lab
 
 
 def test_a_saved_vm_that_does_not_restore_is_forgotten_and_the_lab_boots_cold(lab_image: Image, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chaosrun._source import ScenarioError, Span
+from chaosrun._spans import ScenarioError, Span
 from chaosrun.expr import (
     FUNCTIONS,
     And,

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from chaosrun._source import Span
+from chaosrun._spans import Span
 from chaosrun.expr import (
     FUNCTIONS,
     KEYWORDS,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chaosrun import ScenarioErrors
-from chaosrun._source import Span
+from chaosrun._spans import Span
 from chaosrun.inventory import absolute, load_inventory, parse_inventory
 
 

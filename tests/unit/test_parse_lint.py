@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chaosrun import _schema
-from chaosrun._source import Span, load_yaml
+from chaosrun._source import load_yaml
+from chaosrun._spans import Span
 from chaosrun.cli import main
 from chaosrun.expr import Template
 from chaosrun.lint import check_scenario_text, load_scenario

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chaosrun._source import Span
+from chaosrun._spans import Span
 from chaosrun.scenario import Guard
 from chaosrun.shortcuts import Faults, compare, faults_of, posture_spec
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chaosrun._source import Node, ScenarioError, ScenarioErrors, Span, load_yaml
+from chaosrun._source import load_yaml
+from chaosrun._spans import Node, ScenarioError, ScenarioErrors, Span
 
 
 def _load_errors(text: str) -> list[str]:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from chaosrun import _source
-from chaosrun._source import MAX_ALIAS_NODES, MAX_YAML_BYTES, MAX_YAML_DEPTH, ScenarioErrors, load_yaml
+from chaosrun._source import MAX_ALIAS_NODES, MAX_YAML_BYTES, MAX_YAML_DEPTH, load_yaml
+from chaosrun._spans import ScenarioErrors
 from chaosrun.lint import check_scenario_text
 from chaosrun.parse import read_source
 

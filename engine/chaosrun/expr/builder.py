@@ -14,7 +14,6 @@ from typing import Any
 
 from ..errors import ChaosrunError
 from ..regex import RE2_HINT, re2_error
-from ..scenario import parse_duration
 from .ast import (
     FUNCTIONS,
     And,
@@ -32,20 +31,8 @@ from .ast import (
     Or,
     Scalar,
 )
+from .eval import duration_seconds
 from .lexer import AnyToken, token_start
-
-
-def duration_seconds(text: str) -> int | float:
-    """``5m`` -> 300, ``1.5s`` -> 1.5, ``500ms`` -> 0.5 (scenario.parse_duration's rule);
-    whole seconds are an int.
-
-    Raises:
-        ValueError: not a duration.
-    """
-    seconds = parse_duration(text)
-    if seconds is None:
-        raise ValueError(f"not a duration: {text!r}")
-    return int(seconds) if seconds.is_integer() else seconds
 
 
 class Fault(ChaosrunError):

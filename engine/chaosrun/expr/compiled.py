@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._source import Span
+from .._spans import Span
 from .ast import Node, name_paths
+from .errors import span_at
 from .eval import evaluate
-from .parse import parse_at, span_at
 from .unparse import unparse
 
 
@@ -76,4 +76,6 @@ def compile_expr(text: str, origin: Span, *, line_indent: int = 0) -> Expr:
         ExprError: a syntax error, an unknown function or wrong number of arguments, a bad
             literal regular expression in ``matches()``; positioned inside ``text``.
     """
+    from .parse import parse_at  # Lark: only where a scenario is compiled, not where it is run
+
     return Expr(text, parse_at(text, origin, line_indent), origin, line_indent)

@@ -17,9 +17,22 @@ from typing import Any
 
 from ..errors import ChaosrunError
 from ..regex import RegexError, compile_re2
+from ..scenario import parse_duration
 from .ast import FUNCTIONS, And, Attr, Binary, Call, Compare, Index, ListLit, Literal, Name, Neg, Node, Not, Or
-from .builder import duration_seconds
 from .unparse import unparse
+
+
+def duration_seconds(text: str) -> int | float:
+    """``5m`` -> 300, ``1.5s`` -> 1.5, ``500ms`` -> 0.5 (scenario.parse_duration's rule);
+    whole seconds are an int.
+
+    Raises:
+        ValueError: not a duration.
+    """
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return int(seconds) if seconds.is_integer() else seconds
 
 
 class EvalError(ChaosrunError):

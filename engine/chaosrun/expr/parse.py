@@ -26,25 +26,15 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from .._resources import data_dir
-from .._source import ScenarioError, Span
+from .._spans import Span
 from .ast import FUNCTIONS, Node, children
 from .builder import Builder, Fault
+from .errors import ExprError, span_at
 from .lexer import KEYWORDS, Scanner, Tok, token_start
 
 #: Deeper expressions are refused at compile time, so that evaluating, printing and
 #: walking a compiled expression can never hit Python's recursion limit.
 MAX_DEPTH = 200
-
-
-class ExprError(ScenarioError):
-    """A syntax or compile-time error in an expression, at its position in the file.
-
-    ``offset`` is the character index of the error inside the compiled text.
-    """
-
-    def __init__(self, message: str, span: Span, hint: str | None = None, *, offset: int = 0) -> None:
-        super().__init__(message, span, hint)
-        self.offset = offset
 
 
 # --------------------------------------------------------------------------- the one parser
@@ -302,15 +292,6 @@ def _parse_cached(text: str) -> Node | Fault:
         return _parse(text)
     except Fault as fault:
         return fault.with_traceback(None)  # cached: keep no frames alive
-
-
-def span_at(origin: Span, text: str, offset: int, line_indent: int = 0) -> Span:
-    """The file position of ``text[offset]``, where ``text[0]`` is at ``origin``."""
-    line_offset = text.count("\n", 0, offset)
-    if line_offset == 0:
-        return Span(origin.file, origin.line, origin.col + offset)
-    col = offset - (text.rfind("\n", 0, offset) + 1) + 1 + line_indent
-    return Span(origin.file, origin.line + line_offset, col)
 
 
 def parse_at(text: str, origin: Span, line_indent: int = 0) -> Node:

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._source import Span
+from .._spans import Span
 from .compiled import Expr, NameRef, compile_expr
+from .errors import ExprError, span_at
 from .eval import render_value
-from .parse import ExprError, span_at
 
 
 def has_interpolation(text: str) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-import statistics
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -93,7 +92,7 @@ def timing_outliers(
             if step not in from_monitor:
                 by_step.setdefault(step, []).append(seconds)
     # Once per step, not per environment: 5,000 environments made that 7 s of sorting.
-    medians = {step: (statistics.median(s), len(s)) for step, s in by_step.items() if len(s) >= OUTLIER_MIN_ENVS}
+    medians = {step: (_median(s), len(s)) for step, s in by_step.items() if len(s) >= OUTLIER_MIN_ENVS}
     for env, steps in durations.items():
         for step, seconds in steps.items():
             if step in from_monitor or step not in medians:
@@ -298,3 +297,10 @@ def program_outliers(
             if count * 2 > total and mine != common:
                 detail = f"{label} is {value}; {count} of {total} environments have sha256 {common}"
                 yield env, Signal(step, "program_differs", detail)
+
+
+def _median(values: list[float]) -> float:
+    """``statistics.median`` (without importing fractions and decimal into every run)."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

@@ -22,7 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .._source import ScenarioErrors
+from .._spans import ScenarioErrors
 from ..errors import ChaosrunError
 from ..reports import report_as_csv, report_as_junit
 from .openapi import document

@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 from .. import api
-from .._source import ScenarioErrors
+from .._spans import ScenarioErrors
 from ..errors import ChaosrunError
 from ..plan import build_plan
 from ..scenario import Section, parse_duration

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import api
-from .._source import ScenarioErrors
+from .._spans import ScenarioErrors
 from ..errors import ChaosrunError
 from ..plan import Plan, PlannedStep, build_plan
 from ..resume import INTERRUPTED_REASONS, Interrupted

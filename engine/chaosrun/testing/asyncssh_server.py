@@ -27,15 +27,18 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
-import asyncssh
-from asyncssh.channel import SSHChannel
-from asyncssh.sftp import MIN_SFTP_VERSION
+with warnings.catch_warnings():  # DSA in asyncssh's annotations (chaosrun.run.ssh says why)
+    warnings.filterwarnings("ignore", message="DSA is deprecated")
+    import asyncssh
+    from asyncssh.channel import SSHChannel
+    from asyncssh.sftp import MIN_SFTP_VERSION
 
 from .sshd import LocalSshd, LocalSshdError, write_known_hosts
 
