@@ -73,11 +73,7 @@ def child_chaosrun(scenario: str, inventory: str, audit: str, parallel: int) -> 
     import chaosrun.run.progress  # noqa: F401
     import chaosrun.run.runner  # noqa: F401
     import chaosrun.run.ssh  # noqa: F401
-    from chaosrun import session
     from chaosrun.cli import main
-
-    # as the chaosrun program does (__main__.console); CHAOSRUN_BENCH_NO_FREEZE=1 to compare
-    session.FREEZE_GC = not os.environ.get("CHAOSRUN_BENCH_NO_FREEZE")
 
     argv = ["run", scenario, "-i", inventory, "--plain", "--seed", "1", "--audit", audit, "--parallel", str(parallel)]
     sink = open(os.devnull, "w")  # noqa: SIM115

@@ -7,12 +7,9 @@ def console() -> None:
     """:func:`chaosrun.cli.main`, then exit with its status. The objects alive at the end are
     frozen out of the garbage collector first: the interpreter's last collection would
     otherwise walk every module a run loaded (~100 ms; atexit handlers and finalizers still
-    run), and so is what is alive when a run starts (``session.FREEZE_GC``). ``main`` itself,
-    called in a process that goes on, freezes nothing."""
-    from . import session
+    run). ``main`` itself, called in a process that goes on, freezes nothing."""
     from .cli import main
 
-    session.FREEZE_GC = True
     code = main()
     import gc
 

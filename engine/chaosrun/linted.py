@@ -107,13 +107,15 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _cached(kind: str, path: str, extra: Sequence[str], load: Callable[[str], T], fallback: Callable[[], T]) -> T:
+def _cached(kind: str, path: str, extra: Sequence[str], load: Callable[[str], T]) -> T:
     """``load(text)``'s result from the cache when the key matches, else ``load(text)``,
-    stored; ``fallback()`` (the loader that reads the file itself and reports why it
-    cannot) when the file cannot be read."""
+    stored. A file that cannot be read is read as the loaders read it (``read_source``),
+    which says why with the file's name."""
     text = _read(path)
     if text is None:
-        return fallback()
+        from .parse import read_source
+
+        return load(read_source(path)[0])
     folder = cache_folder()
     if folder is None:
         return load(text)
@@ -183,13 +185,7 @@ def load_scenario_cached(path: str, assignments: Sequence[str] = ()) -> tuple[Sc
                 raise ScenarioErrors(errors)
         return loaded, warnings
 
-    def fallback() -> tuple[Scenario, list[ScenarioError]]:
-        from .lint import load_scenario
-
-        load_scenario(path)  # raises the error that says why the file cannot be read
-        raise AssertionError(f"{path} could not be read, then could")
-
-    return _cached("scenario", path, ["--var", *assignments], load, fallback)
+    return _cached("scenario", path, ["--var", *assignments], load)
 
 
 def with_vars(scenario: Scenario, assignments: Sequence[str]) -> Scenario:
@@ -232,9 +228,4 @@ def load_inventory_cached(path: str, env_per: str = "host") -> Inventory:
             raise ScenarioErrors(errors)
         return inventory
 
-    def fallback() -> Inventory:
-        from .inventory import load_inventory
-
-        return load_inventory(path, env_per=env_per)
-
-    return _cached("inventory", path, ["--env-per", env_per], load, fallback)
+    return _cached("inventory", path, ["--env-per", env_per], load)

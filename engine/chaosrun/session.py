@@ -21,13 +21,7 @@ if TYPE_CHECKING:
     from .run.model import Reporter
     from .run.runner import RunOptions, RunReport
 
-__all__ = ["FREEZE_GC", "new_seed", "run_section"]
-
-#: Set by the ``chaosrun`` program (``__main__.console``), which ends when the run does: what
-#: is alive when a run starts (the modules, the plan) is frozen out of the garbage collector,
-#: so its collections during the run walk only what the run made. A process that goes on
-#: after a run (a test, ``chaosrun serve``) leaves it False: frozen garbage is never freed.
-FREEZE_GC = False
+__all__ = ["new_seed", "run_section"]
 
 
 def new_seed() -> int:
@@ -78,10 +72,6 @@ def run_section(
     if reporter is None:
         live = not plain and sys.stderr.isatty()
         reporter = LiveReporter() if live else PlainReporter(log)
-    if FREEZE_GC:
-        import gc
-
-        gc.freeze()
     try:
         report = trio.run(run_plan, plan, dataclasses.replace(options, reporter=reporter))
     except BaseExceptionGroup as group:

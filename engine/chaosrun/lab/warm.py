@@ -364,12 +364,10 @@ def crash_line(console: Path) -> str:
         text = console.read_bytes()
     except OSError:
         return ""
-    found = _CRASHED.search(text)
-    if found is None:
-        return ""
-    start = max(text.rfind(b"\n", 0, found.start()), text.rfind(b"\r", 0, found.start())) + 1
-    end = min((i for i in (text.find(b"\n", found.end()), text.find(b"\r", found.end())) if i >= 0), default=len(text))
-    return " ".join(text[start:end].decode("utf-8", "replace").split())
+    for line in text.replace(b"\r", b"\n").split(b"\n"):
+        if _CRASHED.search(line):
+            return " ".join(line.decode("utf-8", "replace").split())
+    return ""
 
 
 def personalize_command(warm: Warm, now: float) -> str:
@@ -402,7 +400,8 @@ def make_own(state: LabState, warm: Warm, ssh: str, timeout: float, started: flo
     known.write_text("".join(known_hosts_line(vm.address, vm.ssh_port, warm.host_public) + "\n" for vm in state.vms))
     pending = {vm.name: vm for vm in state.vms}
     running: dict[str, subprocess.Popen[bytes]] = {}
-    deadline = started + min(timeout, RESTORE_TIMEOUT)
+    wait = min(timeout, RESTORE_TIMEOUT)
+    deadline = started + wait
     try:
         while pending:
             for name, vm in list(pending.items()):
@@ -444,7 +443,7 @@ def make_own(state: LabState, warm: Warm, ssh: str, timeout: float, started: flo
                 late = next(iter(pending.values()))
                 raise RestoreError(
                     f"VM {late.env}/{late.role} ({late.address}:{late.ssh_port}) restored from the saved VM "
-                    f"did not answer SSH within {min(timeout, RESTORE_TIMEOUT):g} s; "
+                    f"did not answer SSH within {wait:g} s; "
                     f"console ({late.console}): {console_tail(Path(late.console))}"
                 )
             time.sleep(0.1)
